@@ -1,0 +1,31 @@
+# The two README commands: `make track` (the whole track, headless) and `make test`.
+# Both create or reuse .venv and install what they need (scripts/setup_env.sh).
+VENV    ?= .venv
+PROFILE ?= tiny-cpu
+RUN     ?= tiny
+ARGS    ?=
+PY      := $(VENV)/bin/python
+
+# The embedded profile never touches the network; hub profiles may download their model.
+ifeq ($(PROFILE),tiny-cpu)
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+endif
+
+.PHONY: setup track test test-unit clean-runs
+
+setup:
+	@bash scripts/setup_env.sh
+
+track: setup
+	$(OFFLINE) $(PY) -m course_lib.track --profile $(PROFILE) --name $(RUN) $(ARGS)
+
+test: setup
+	@bash scripts/install_browser.sh
+	@bash scripts/run_tests.sh $(ARGS)
+
+# Library tests only (seconds to a few minutes); no notebooks, no browser.
+test-unit: setup
+	@bash scripts/run_tests.sh -m "not notebooks and not slow and not browser" $(ARGS)
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,239 @@
+"""Profiles: one typed, validated config naming the model, its precision, LoRA and the budgets.
+
+A profile is a YAML file (``course_lib/profiles/<name>.yaml`` or any path) loaded into
+:class:`Profile`. Every field has a type and a one-line help; unknown keys, wrong types and
+out-of-range values are rejected with the file and the dotted key. Introduced in ``00_setup``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+from .paths import PACKAGE_DIR
+
+PROFILES_DIR = PACKAGE_DIR / "profiles"
+DEFAULT_PROFILE = "tiny-cpu"
+TINY_BASE = "tiny-base"
+"""Model name that selects the embedded tiny base built by :mod:`course_lib.tiny_base`."""
+
+
+def _meta(help: str, **kw: Any) -> dict[str, Any]:
+    return {"help": help, **kw}
+
+
+@dataclass
+class ModelConfig:
+    """Which model to load and how.
+
+    Attributes:
+        name: hub id, local folder, or ``tiny-base`` for the embedded model.
+        dtype: weights dtype for the unquantized parts.
+        trust_remote_code: run code shipped with a hub model (off unless you trust it).
+        max_seq_length: longest sequence (prompt + response) a stage trains on.
+    """
+
+    name: str = field(default=TINY_BASE, metadata=_meta("hub id, local folder, or 'tiny-base'"))
+    dtype: Literal["float32", "bfloat16", "float16"] = field(
+        default="float32", metadata=_meta("dtype of the unquantized weights")
+    )
+    trust_remote_code: bool = field(default=False, metadata=_meta("allow code shipped with the model to run"))
+    max_seq_length: int = field(default=256, metadata=_meta("longest training sequence in tokens", min=16))
+
+
+@dataclass
+class QuantizationConfig:
+    """4-bit loading through bitsandbytes (QLoRA)."""
+
+    load_in_4bit: bool = field(default=False, metadata=_meta("load the base in 4 bits (bitsandbytes)"))
+    quant_type: Literal["nf4", "fp4"] = field(default="nf4", metadata=_meta("4-bit data type"))
+    double_quant: bool = field(default=True, metadata=_meta("also quantize the quantization constants"))
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = field(
+        default="bfloat16", metadata=_meta("dtype the 4-bit matmuls compute in")
+    )
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter shape, applied by every training stage."""
+
+    enabled: bool = field(default=True, metadata=_meta("train a LoRA adapter instead of all weights"))
+    r: int = field(default=16, metadata=_meta("adapter rank", min=1))
+    alpha: int = field(default=32, metadata=_meta("adapter scaling numerator (scale = alpha / r)", min=1))
+    dropout: float = field(default=0.05, metadata=_meta("dropout on the adapter input", min=0.0, max=0.9))
+    target_modules: str = field(default="all-linear", metadata=_meta("modules to adapt ('all-linear' or a comma list)"))
+
+
+@dataclass
+class TrainingSettings:
+    """Settings shared by the training stages."""
+
+    gradient_checkpointing: bool = field(default=False, metadata=_meta("recompute activations to save memory"))
+    optim: str = field(default="adamw_torch", metadata=_meta("optimizer name understood by transformers"))
+    per_device_batch_size: int = field(default=8, metadata=_meta("sequences per device per step", min=1))
+    gradient_accumulation_steps: int = field(default=1, metadata=_meta("steps accumulated per update", min=1))
+    report_to: str = field(default="none", metadata=_meta("experiment tracker: none, tensorboard, trackio, wandb"))
+
+
+@dataclass
+class DataSizes:
+    """How much data the domains generate (per domain)."""
+
+    sft_per_domain: int = field(default=300, metadata=_meta("SFT demonstrations per domain", min=1))
+    prefs_per_domain: int = field(default=300, metadata=_meta("preference pairs per domain", min=1))
+    eval_per_domain: int = field(default=50, metadata=_meta("held-out evaluation prompts per domain", min=1))
+
+
+@dataclass
+class StageBudgets:
+    """Optimizer-step budgets of each stage; notebooks read them unless MAX_STEPS overrides."""
+
+    sft: int = field(default=300, metadata=_meta("SFT optimizer steps", min=1))
+    reward: int = field(default=200, metadata=_meta("reward-model optimizer steps", min=1))
+    ppo: int = field(default=40, metadata=_meta("PPO iterations (rollout + update)", min=1))
+    dpo: int = field(default=150, metadata=_meta("DPO optimizer steps", min=1))
+
+
+@dataclass
+class Profile:
+    """A whole profile: the model, precision, LoRA, data sizes and step budgets."""
+
+    name: str = field(default=DEFAULT_PROFILE, metadata=_meta("profile name, shown in reports"))
+    description: str = field(default="", metadata=_meta("one line on what the profile is for"))
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=_meta("where to train; auto picks CUDA if present"))
+    model: ModelConfig = field(default_factory=ModelConfig, metadata=_meta("the model"))
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig, metadata=_meta("4-bit loading"))
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata=_meta("LoRA adapter"))
+    training: TrainingSettings = field(default_factory=TrainingSettings, metadata=_meta("shared trainer settings"))
+    data: DataSizes = field(default_factory=DataSizes, metadata=_meta("data sizes"))
+    budgets: StageBudgets = field(default_factory=StageBudgets, metadata=_meta("per-stage step budgets"))
+    source: str = field(default="", metadata=_meta("file the profile was loaded from (set by the loader)"))
+
+    def __post_init__(self) -> None:
+        if self.quantization.load_in_4bit and not self.lora.enabled:
+            raise ConfigError("4-bit weights cannot be trained directly; set lora.enabled: true", file=self.source or None, key="lora.enabled")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as plain data (what ``config.yaml`` files hold)."""
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(value: Any, tp: Any, f: dataclasses.Field, file: str | None, key: str) -> Any:
+    """Check one scalar against its annotation and range; return it (ints widen to floats)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"expected {_type_name(tp)}, got {value!r}", file=file, key=key)
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        tp = args[0]
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, tp)
+    if not ok:
+        raise ConfigError(f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}", file=file, key=key)
+    lo, hi = f.metadata.get("min"), f.metadata.get("max")
+    if lo is not None and value < lo:
+        raise ConfigError(f"expected a value >= {lo}, got {value!r}", file=file, key=key)
+    if hi is not None and value > hi:
+        raise ConfigError(f"expected a value <= {hi}, got {value!r}", file=file, key=key)
+    return value
+
+
+def from_mapping(cls: type, data: Any, *, file: str | None = None, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, validating keys, types and ranges.
+
+    Args:
+        cls: a dataclass whose fields carry ``help`` (and optional ``min``/``max``) metadata.
+        data: the mapping read from YAML.
+        file: the file it came from, named in errors.
+        prefix: dotted key of ``data`` inside the file, named in errors.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of settings, got {type(data).__name__}", file=file, key=prefix.rstrip(".") or None)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(f"unknown setting; expected one of: {', '.join(sorted(fields))}", file=file, key=key)
+    kwargs = {}
+    for name, value in data.items():
+        tp, key = hints[name], f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_mapping(tp, value, file=file, prefix=f"{key}.")
+        else:
+            kwargs[name] = _check_value(value, tp, fields[name], file, key)
+    return cls(**kwargs)
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    """Resolve a profile name (``tiny-cpu``) or a YAML path to an existing file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise ConfigError(f"profile file does not exist", file=candidate)
+        return candidate
+    named = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not named.is_file():
+        known = ", ".join(available_profiles())
+        raise ConfigError(f"no profile named {str(name_or_path)!r}; expected one of: {known}, or a path to a .yaml file", file=named)
+    return named
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped with the kit."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path = DEFAULT_PROFILE, overrides: dict[str, Any] | None = None) -> Profile:
+    """Load and validate a profile.
+
+    Args:
+        name_or_path: a shipped profile name (``tiny-cpu``, ``gpu-qlora``) or a YAML file.
+        overrides: dotted keys to replace after loading, e.g. ``{"budgets.sft": 10}``.
+
+    Returns:
+        The validated :class:`Profile`.
+
+    Raises:
+        ConfigError: naming the file, the key and what was expected.
+    """
+    path = profile_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", file=path) from None
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    if isinstance(data, dict):
+        data.setdefault("name", path.stem)
+        data["source"] = str(path)
+    return from_mapping(Profile, data, file=str(path))

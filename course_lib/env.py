@@ -1,0 +1,43 @@
+"""What the kit runs on: versions of the key packages, the Python, the device.
+
+Introduced in ``00_setup``; the report of every run includes it.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+KEY_PACKAGES = (
+    "torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "datasets",
+    "tokenizers", "papermill", "ipywidgets", "plotly", "jupyterlab",
+)
+
+
+def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str | None]:
+    """Installed version of each package, ``None`` for those not installed."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def environment_report() -> dict[str, object]:
+    """Python, platform, cores, accelerator and package versions, as a flat-ish dict."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": cuda,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE", "0"),
+        "packages": package_versions(),
+    }

@@ -1,0 +1,247 @@
+"""Loading models and tokenizers: the tiny base, a local folder or a hub id; 4-bit; LoRA.
+
+Every stage loads through here so that the precision, quantization, LoRA shape and
+safety switches (safetensors only, ``trust_remote_code`` off) come from the profile.
+Introduced in ``00_setup``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .config import TINY_BASE, Profile
+from .errors import ConfigError
+from .tiny_base import CHAT_TEMPLATE
+
+_LOCAL_PREFIXES = ("/", "./", "../", "~")
+
+
+def detect_device(requested: str = "auto") -> str:
+    """Pick the device a profile asks for: ``cuda`` if asked or if auto finds a GPU, else ``cpu``.
+
+    Raises:
+        ConfigError: the profile asks for ``cuda`` and no GPU is visible.
+    """
+    import torch
+
+    if requested == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda":
+        raise ConfigError(
+            "the profile asks for device 'cuda' but no GPU is visible; use the tiny-cpu profile or set device: cpu",
+            key="device",
+        )
+    return "cpu"
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def resolve_model_path(name: str) -> str:
+    """Turn a profile's model name into something ``from_pretrained`` can load.
+
+    ``tiny-base`` builds (or finds) the embedded model; an existing folder is used as is;
+    anything else is a hub id, which fails fast with a clear message when the hub is
+    offline and the model is not in the local cache.
+
+    Raises:
+        ConfigError: a local folder that does not exist or holds no ``config.json``, or a
+            hub id that cannot be reached offline.
+    """
+    if name == TINY_BASE:
+        from .tiny_base import build_tiny_base
+
+        return str(build_tiny_base())
+    local = Path(name).expanduser()
+    if local.exists() or name.startswith(_LOCAL_PREFIXES):
+        if not local.is_dir():
+            raise ConfigError(f"model folder {local} does not exist", key="model.name")
+        if not (local / "config.json").is_file() and not (local / "adapter_config.json").is_file():
+            raise ConfigError(f"model folder {local} holds no config.json (expected a saved transformers model)", key="model.name")
+        return str(local)
+    if _hub_offline():
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            return snapshot_download(name, local_files_only=True)
+        except (LocalEntryNotFoundError, OSError, ValueError):
+            raise ConfigError(
+                f"{name!r} is a hub id, the hub is offline (HF_HUB_OFFLINE=1) and it is not in the local "
+                "cache; download it once with network access, or name a local folder or 'tiny-base'",
+                key="model.name",
+            ) from None
+    return name
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def ensure_training_template(tok) -> None:
+    """Make sure the chat template marks assistant turns with ``{% generation %}``.
+
+    TRL's assistant-only loss asks the template for an assistant mask, which only a
+    template with generation blocks can give. ChatML tokenizers (the tiny base, Qwen)
+    get the kit's ChatML template; others must bring their own.
+
+    Raises:
+        ConfigError: the template has no generation blocks and is not ChatML.
+    """
+    template = tok.chat_template or ""
+    if "{% generation %}" in template or "{%- generation %}" in template:
+        return
+    if "<|im_start|>" in tok.get_vocab():
+        tok.chat_template = CHAT_TEMPLATE
+        return
+    raise ConfigError(
+        "the tokenizer's chat template has no {% generation %} blocks, so assistant-only loss cannot "
+        "find the assistant tokens; set tokenizer.chat_template to a template that wraps assistant "
+        "content in {% generation %}...{% endgeneration %}",
+        key="model.name",
+    )
+
+
+def load_tokenizer(profile: Profile, path: str | None = None):
+    """Load the tokenizer of the profile's model (or of ``path``), ready for training.
+
+    Adds a pad token if missing, pads on the right, and ensures a training chat template.
+    """
+    from transformers import AutoTokenizer
+
+    source = path or resolve_model_path(profile.model.name)
+    tok = AutoTokenizer.from_pretrained(source, trust_remote_code=profile.model.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    ensure_training_template(tok)
+    return tok
+
+
+def quantization_config(profile: Profile):
+    """The bitsandbytes 4-bit config of the profile, or ``None`` when it loads full precision."""
+    q = profile.quantization
+    if not q.load_in_4bit:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=_torch_dtype(q.compute_dtype),
+        bnb_4bit_quant_storage=_torch_dtype(q.compute_dtype),
+    )
+
+
+def load_model(profile: Profile, path: str | None = None, *, num_labels: int | None = None, for_training: bool = True):
+    """Load the profile's base model (or ``path``) with its precision and quantization.
+
+    Args:
+        profile: the profile naming the model, dtype and 4-bit settings.
+        path: load this folder instead of the profile's model (e.g. a merged SFT model).
+        num_labels: load a sequence-classification head with this many outputs
+            (reward and value models) instead of the causal LM head.
+        for_training: prepare a 4-bit model for k-bit training (casts norms, enables
+            input gradients, gradient checkpointing as the profile says).
+
+    Returns:
+        A ``transformers`` model on the profile's device.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    source = path or resolve_model_path(profile.model.name)
+    device = detect_device(profile.device)
+    quant = quantization_config(profile)
+    kwargs: dict[str, Any] = dict(
+        dtype=_torch_dtype(profile.quantization.compute_dtype if quant else profile.model.dtype),
+        use_safetensors=True,
+        trust_remote_code=profile.model.trust_remote_code,
+    )
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+    if num_labels is None:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, **kwargs)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = model.config.eos_token_id
+    if quant is None:
+        model.to(device)
+    elif for_training:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=profile.training.gradient_checkpointing
+        )
+    if profile.training.gradient_checkpointing and for_training and quant is None:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def lora_config(profile: Profile, task_type: str = "CAUSAL_LM"):
+    """The peft ``LoraConfig`` of the profile (rank, alpha, dropout, target modules).
+
+    Args:
+        profile: the profile's ``lora`` section is used.
+        task_type: ``CAUSAL_LM`` for policies, ``SEQ_CLS`` for reward and value models
+            (which also keeps the new score head trainable).
+    """
+    from peft import LoraConfig
+
+    lora = profile.lora
+    targets: str | list[str] = lora.target_modules
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type=task_type)
+
+
+def add_lora(model, profile: Profile, task_type: str = "CAUSAL_LM"):
+    """Wrap ``model`` with a fresh LoRA adapter shaped by the profile."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(profile, task_type))
+
+
+def tokenizer_fingerprint(tok) -> str:
+    """A short hash of the vocabulary, special tokens and chat template.
+
+    Two stages of one run must share it: a reward model scoring text tokenized by
+    another vocabulary, or a template with other markers, gives silent nonsense.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps(sorted(tok.get_vocab().items()), ensure_ascii=False).encode())
+    h.update(json.dumps(tok.special_tokens_map, sort_keys=True, default=str).encode())
+    h.update((tok.chat_template or "").encode())
+    return h.hexdigest()[:16]
+
+
+def check_same_tokenizer(fingerprints: dict[str, str]) -> None:
+    """Fail early unless every named stage uses one tokenizer and chat template.
+
+    Args:
+        fingerprints: stage (or artifact) name -> :func:`tokenizer_fingerprint`.
+
+    Raises:
+        ConfigError: naming the stages whose tokenizers differ.
+    """
+    distinct = sorted(set(fingerprints.values()))
+    if len(distinct) <= 1:
+        return
+    groups = {fp: sorted(name for name, f in fingerprints.items() if f == fp) for fp in distinct}
+    detail = "; ".join(f"{', '.join(names)} use tokenizer {fp}" for fp, names in groups.items())
+    raise ConfigError(
+        f"stages of one run must share one tokenizer and chat template, but {detail}. "
+        "Re-run the later stages from the same base model, or start a new run directory."
+    )

@@ -1,0 +1,272 @@
+"""The embedded tiny base: a small Llama and its BPE tokenizer, built offline and cached.
+
+The build is deterministic: the corpus is the kit's shipped text, the domains' prompt-side
+text and a fixed selection of the installed Python standard library's source; seeds are
+fixed. Its content hash (corpus, config, this file's code) names the cache folder under
+``$COURSE_LIB_HOME/tiny-base/``, so a second build with the same inputs is a cache hit.
+Introduced in ``00_setup``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from .atomic import atomic_path, atomic_write_json
+from .paths import PACKAGE_DIR, kit_home
+
+BOS, EOS, PAD = "<|endoftext|>", "<|im_end|>", "<|pad|>"
+SPECIAL_TOKENS = [BOS, PAD, "<|im_start|>", EOS]
+
+# ChatML with {% generation %} around assistant text, so TRL's assistant-only loss
+# (return_assistant_tokens_mask) knows which tokens the model must learn to produce.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{%- else -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+
+@dataclass(frozen=True)
+class TinyBaseConfig:
+    """How the tiny base is built. Every field enters the content hash.
+
+    Attributes are grouped: corpus, tokenizer, architecture, pretraining.
+    """
+
+    stdlib_max_bytes: int = field(default=2_500_000, metadata={"help": "bytes of stdlib source in the corpus"})
+    vocab_size: int = field(default=4096, metadata={"help": "BPE vocabulary size, special tokens included"})
+    hidden_size: int = field(default=192, metadata={"help": "width of the residual stream"})
+    num_hidden_layers: int = field(default=4, metadata={"help": "transformer blocks"})
+    num_attention_heads: int = field(default=4, metadata={"help": "attention heads (head dim = hidden / heads)"})
+    intermediate_size: int = field(default=512, metadata={"help": "MLP inner width"})
+    max_position_embeddings: int = field(default=1024, metadata={"help": "longest sequence the model accepts"})
+    seq_length: int = field(default=128, metadata={"help": "pretraining sequence length in tokens"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per pretraining step"})
+    max_steps: int = field(default=400, metadata={"help": "pretraining optimizer steps"})
+    learning_rate: float = field(default=6e-3, metadata={"help": "peak AdamW learning rate"})
+    warmup_steps: int = field(default=20, metadata={"help": "linear warm-up steps before cosine decay"})
+    seed: int = field(default=0, metadata={"help": "seed of initialisation and batch order"})
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads ({self.num_attention_heads})")
+        if self.vocab_size <= 256 + len(SPECIAL_TOKENS):
+            raise ValueError(f"vocab_size must exceed the 256 byte tokens plus specials, got {self.vocab_size}")
+        if self.seq_length > self.max_position_embeddings:
+            raise ValueError("seq_length must not exceed max_position_embeddings")
+        if self.max_steps < 1 or self.warmup_steps >= self.max_steps:
+            raise ValueError("max_steps must be >= 1 and larger than warmup_steps")
+
+
+def stdlib_files(max_bytes: int) -> list[Path]:
+    """A deterministic selection of the standard library's top-level modules, up to ``max_bytes``."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    chosen, total = [], 0
+    for path in sorted(root.glob("*.py")):
+        size = path.stat().st_size
+        if path.name.startswith("_") or total + size > max_bytes:
+            continue
+        chosen.append(path)
+        total += size
+    return chosen
+
+
+def _domain_text() -> str:
+    """Prompt-side text of the synthetic domains, so the tokenizer knows their words."""
+    try:
+        from .domains import domain_corpus_text
+    except ImportError:  # the domains package is optional in a stripped-down install
+        return ""
+    return domain_corpus_text(seed=0)
+
+
+def corpus_documents(cfg: TinyBaseConfig) -> list[str]:
+    """The pretraining corpus as a list of documents, in a fixed order."""
+    docs = [p.read_text(encoding="utf-8") for p in sorted((PACKAGE_DIR / "corpus").glob("*.txt"))]
+    domain = _domain_text()
+    if domain:
+        docs.extend(d for d in domain.split("\n\n") if d.strip())
+    for path in stdlib_files(cfg.stdlib_max_bytes):
+        docs.append(path.read_text(encoding="utf-8", errors="replace"))
+    return docs
+
+
+def content_hash(cfg: TinyBaseConfig, docs: list[str]) -> str:
+    """Hash of everything the build depends on: config, corpus and this module's code."""
+    h = hashlib.sha256()
+    h.update(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+    h.update(Path(__file__).read_bytes())
+    for doc in docs:
+        h.update(hashlib.sha256(doc.encode("utf-8", errors="replace")).digest())
+    return h.hexdigest()[:16]
+
+
+def train_tokenizer(docs: list[str], vocab_size: int):
+    """Train a byte-level BPE tokenizer on ``docs`` and wrap it for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(docs, trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+    tok.chat_template = CHAT_TEMPLATE
+    tok.padding_side = "right"
+    return tok
+
+
+def _token_stream(tok, docs: list[str]):
+    """All documents tokenized and joined with the BOS separator: a 1-D LongTensor."""
+    import torch
+
+    ids: list[int] = []
+    for doc in docs:
+        ids.append(tok.bos_token_id)
+        ids.extend(tok(doc, add_special_tokens=False)["input_ids"])
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _model_config(cfg: TinyBaseConfig, tok):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_attention_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+
+
+def pretrain(cfg: TinyBaseConfig, tok, docs: list[str], progress: bool = True):
+    """Pretrain a fresh Llama on the corpus with next-token prediction.
+
+    Returns:
+        ``(model, history)`` where history lists ``{"step", "loss"}`` every 10 steps.
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    model = LlamaForCausalLM(_model_config(cfg, tok))
+    stream = _token_stream(tok, docs)  # (n_tokens,)
+    n_windows = (len(stream) - 1) // cfg.seq_length
+    windows = stream[: n_windows * cfg.seq_length].view(n_windows, cfg.seq_length)  # (n_windows, seq)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.1, betas=(0.9, 0.95))
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+        frac = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        return cfg.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    history = []
+    model.train()
+    order = torch.randperm(n_windows, generator=gen)
+    bar = tqdm(range(cfg.max_steps), desc="pretraining tiny base", disable=not progress)
+    for step in bar:
+        start = (step * cfg.batch_size) % max(1, n_windows - cfg.batch_size)
+        batch = windows[order[start : start + cfg.batch_size]]  # (batch, seq)
+        for group in optim.param_groups:
+            group["lr"] = lr_at(step)
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        if step % 10 == 0 or step == cfg.max_steps - 1:
+            history.append({"step": step, "loss": round(loss.item(), 4)})
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    return model, history
+
+
+def tiny_base_dir(cfg: TinyBaseConfig | None = None) -> Path:
+    """Where the tiny base for ``cfg`` lives (built or not)."""
+    cfg = cfg or TinyBaseConfig()
+    return kit_home() / "tiny-base" / content_hash(cfg, corpus_documents(cfg))
+
+
+def build_tiny_base(cfg: TinyBaseConfig | None = None, progress: bool = True) -> Path:
+    """Return the folder of the tiny base, building it first if it is not cached.
+
+    The folder holds ``model.safetensors``, ``config.json``, the tokenizer files and
+    ``build_info.json`` (hash, corpus size, loss history, build time, a sample).
+
+    Args:
+        cfg: build settings; the defaults are the kit's tiny base.
+        progress: show a progress bar while pretraining.
+    """
+    cfg = cfg or TinyBaseConfig()
+    docs = corpus_documents(cfg)
+    digest = content_hash(cfg, docs)
+    target = kit_home() / "tiny-base" / digest
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "build_info.json").is_file():
+            return target
+        import torch
+
+        started = time.time()
+        torch.manual_seed(cfg.seed)
+        tok = train_tokenizer(docs, cfg.vocab_size)
+        model, history = pretrain(cfg, tok, docs, progress=progress)
+        sample = sample_text(model, tok, "def ", max_new_tokens=60)
+        with atomic_path(target) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            atomic_write_json(
+                tmp / "build_info.json",
+                {
+                    "content_hash": digest,
+                    "config": dataclasses.asdict(cfg),
+                    "corpus_documents": len(docs),
+                    "corpus_characters": sum(len(d) for d in docs),
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                    "loss_history": history,
+                    "build_seconds": round(time.time() - started, 1),
+                    "torch_version": torch.__version__,
+                    "sample": sample,
+                },
+            )
+    return target
+
+
+def sample_text(model, tok, prompt: str, max_new_tokens: int = 48) -> str:
+    """Greedy continuation of ``prompt`` with a repetition penalty (deterministic)."""
+    import torch
+
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        out = model.generate(
+            ids, max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.3, pad_token_id=tok.pad_token_id
+        )
+    return tok.decode(out[0], skip_special_tokens=False)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Create (or reuse) the kit's virtual environment and install what it needs.
+#
+# On a machine without an NVIDIA GPU the CPU build of torch is installed first,
+# so the package's `torch>=2.6` range is already satisfied and pip does not
+# pull a multi-GB CUDA build. Machines with a GPU get pip's default (CUDA) build,
+# and a torch that is already installed is always kept.
+set -euo pipefail
+
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+EXTRAS="${EXTRAS:-dev}"
+TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[setup] creating $VENV with $($PYTHON --version)"
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip)
+STAMP="$VENV/.course_lib-installed"
+
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        echo "[setup] NVIDIA GPU found: installing the default (CUDA) torch build"
+        "${PIP[@]}" install "torch>=2.6"
+    elif "${PIP[@]}" install --dry-run --no-index --no-deps --quiet --report - \
+            "torch==$TORCH_VERSION" 2>/dev/null | grep -q '+cpu'; then
+        # A CPU wheel is reachable through pip's own find-links (e.g. a local wheel folder).
+        echo "[setup] no GPU: installing the local CPU build torch==$TORCH_VERSION"
+        "${PIP[@]}" install "torch==$TORCH_VERSION"
+    else
+        echo "[setup] no GPU: installing torch==$TORCH_VERSION from the PyTorch CPU index"
+        "${PIP[@]}" install "torch==$TORCH_VERSION" --index-url "$TORCH_CPU_INDEX" \
+            --extra-index-url https://pypi.org/simple
+    fi
+fi
+
+# Reinstall the kit only when its dependency list changed.
+want="$(sha256sum pyproject.toml | cut -c1-16)-$EXTRAS"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+    echo "[setup] installing course_lib[$EXTRAS] (editable)"
+    "${PIP[@]}" install -e ".[$EXTRAS]"
+    echo "$want" > "$STAMP"
+fi
+"$VENV/bin/python" -m ipykernel install --prefix "$VENV" --name python3 >/dev/null
+echo "[setup] environment ready: $VENV"
