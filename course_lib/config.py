@@ -76,6 +76,7 @@ class TrainingSettings:
 
     gradient_checkpointing: bool = field(default=False, metadata=_meta("recompute activations to save memory"))
     optim: str = field(default="adamw_torch", metadata=_meta("optimizer name understood by transformers"))
+    learning_rate: float = field(default=2e-4, metadata=_meta("peak learning rate of the LoRA stages", min=0.0, max=1.0))
     per_device_batch_size: int = field(default=8, metadata=_meta("sequences per device per step", min=1))
     gradient_accumulation_steps: int = field(default=1, metadata=_meta("steps accumulated per update", min=1))
     report_to: str = field(default="none", metadata=_meta("experiment tracker: none, tensorboard, trackio, wandb"))

@@ -245,3 +245,37 @@ def check_same_tokenizer(fingerprints: dict[str, str]) -> None:
         f"stages of one run must share one tokenizer and chat template, but {detail}. "
         "Re-run the later stages from the same base model, or start a new run directory."
     )
+
+
+def qlora_memory_report(profile: Profile, path: str | None = None) -> dict[str, float]:
+    """Measure what 4-bit loading and LoRA save, on the profile's own model.
+
+    Loads the model twice (full precision, then NF4 with double quantization) and reads
+    ``get_memory_footprint``; training memory is estimated for AdamW (weights, gradients
+    and two fp32 moments: 16 bytes per trained parameter) for full fine-tuning versus LoRA.
+    Introduced in ``02_sft``.
+
+    Returns:
+        Megabytes: ``weights_full_mb``, ``weights_4bit_mb``, and the estimated
+        ``full_finetune_train_mb`` and ``qlora_train_mb``; plus parameter counts.
+    """
+    from dataclasses import replace
+
+    full_profile = replace(profile, quantization=replace(profile.quantization, load_in_4bit=False))
+    four_bit = replace(profile, quantization=replace(profile.quantization, load_in_4bit=True))
+    full = load_model(full_profile, path, for_training=False)
+    params = sum(p.numel() for p in full.parameters())
+    full_bytes = full.get_memory_footprint()
+    del full
+    quant = load_model(four_bit, path, for_training=False)
+    quant_bytes = quant.get_memory_footprint()
+    trainable = sum(p.numel() for n, p in add_lora(quant, profile).named_parameters() if "lora_" in n)
+    mb = 2**20
+    return {
+        "parameters": params,
+        "lora_parameters": trainable,
+        "weights_full_mb": full_bytes / mb,
+        "weights_4bit_mb": quant_bytes / mb,
+        "full_finetune_train_mb": (full_bytes + 12 * params) / mb,
+        "qlora_train_mb": (quant_bytes + 16 * trainable) / mb,
+    }

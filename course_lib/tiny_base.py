@@ -86,10 +86,8 @@ def stdlib_files(max_bytes: int) -> list[Path]:
 
 def _domain_text() -> str:
     """Prompt-side text of the synthetic domains, so the tokenizer knows their words."""
-    try:
-        from .domains import domain_corpus_text
-    except ImportError:  # the domains package is optional in a stripped-down install
-        return ""
+    from .domains import domain_corpus_text
+
     return domain_corpus_text(seed=0)
 
 

@@ -19,7 +19,7 @@ PARAMS = 'PROFILE = "tiny-cpu"\nRUN_DIR = "runs/dev"\nSEED = 0\nVALUE = 1'
 
 
 def make_notebook(path, body: str, params: str = PARAMS):
-    nb = new_notebook()
+    nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     cell = new_code_cell(params)
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [new_markdown_cell(f"# {path.stem}"), cell, new_code_cell(body),

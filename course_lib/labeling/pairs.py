@@ -134,3 +134,18 @@ def sample_pairs(n: int, seed: int = 0, domains: tuple[str, ...] | None = None) 
             }
         )
     return pairs
+
+
+def preferences_to_pairs(rows: list[Mapping[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """Turn preference rows into unlabeled pairs, each side placed at random as A or B.
+
+    Hiding which reply was ``chosen`` lets (simulated) annotators label curated pairs
+    afresh, e.g. for an active-learning pool. Introduced in ``03_reward_model``.
+    """
+    rng = random.Random(seed)
+    pairs = []
+    for row in rows:
+        a, b = (row["chosen"], row["rejected"]) if rng.random() < 0.5 else (row["rejected"], row["chosen"])
+        pairs.append({"id": row["id"], "domain": row["domain"], "reference": row["reference"],
+                      "prompt": row["prompt"], "response_a": a, "response_b": b})
+    return pairs

@@ -1,0 +1,55 @@
+"""Plotly figures the training notebooks show (the data funnel lives in ``course_lib.data.plots``).
+
+Each function returns a ``plotly.graph_objects.Figure``; the notebook calls ``.show()``.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import plotly.graph_objects as go
+
+
+def loss_curves(log_history: Sequence[Mapping[str, Any]], title: str = "Training and evaluation loss") -> go.Figure:
+    """Training loss and evaluation loss against step, from a trainer's ``log_history`` (``02_sft``)."""
+    fig = go.Figure()
+    for key, name in (("loss", "train loss"), ("eval_loss", "eval loss")):
+        points = [(h["step"], h[key]) for h in log_history if key in h]
+        if points:
+            steps, values = zip(*points)
+            fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=name))
+    fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="cross-entropy", height=380)
+    return fig
+
+
+def before_after_bars(before: Mapping[str, float], after: Mapping[str, float], title: str, yaxis: str = "mean gold score") -> go.Figure:
+    """Grouped bars of a per-domain score before and after a stage (``02_sft``)."""
+    domains = sorted(set(before) | set(after))
+    fig = go.Figure([
+        go.Bar(name="before", x=domains, y=[before.get(d) for d in domains]),
+        go.Bar(name="after", x=domains, y=[after.get(d) for d in domains]),
+    ])
+    fig.update_layout(barmode="group", title=title, yaxis_title=yaxis, yaxis_range=[0, 1], height=380)
+    return fig
+
+
+def calibration_plot(calibration: Mapping[str, Sequence[float]], title: str = "Reward-model calibration") -> go.Figure:
+    """Predicted win probability against observed win rate, with the diagonal (``03_reward_model``)."""
+    fig = go.Figure([
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line={"dash": "dash", "color": "grey"}),
+        go.Scatter(x=calibration["predicted"], y=calibration["observed"], mode="lines+markers", name="reward model",
+                   text=[f"{c} pairs" for c in calibration["count"]]),
+    ])
+    fig.update_layout(title=f"{title} (ECE {calibration['ece']:.3f})", xaxis_title="predicted P(first reply wins)",
+                      yaxis_title="observed win rate", height=400)
+    return fig
+
+
+def curve_with_band(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str, xaxis: str, yaxis: str) -> go.Figure:
+    """One line per name with a shaded interval: ``{name: {"x", "mean", "low", "high"}}`` (``03_reward_model``)."""
+    fig = go.Figure()
+    for name, c in curves.items():
+        fig.add_trace(go.Scatter(x=list(c["x"]) + list(c["x"])[::-1], y=list(c["high"]) + list(c["low"])[::-1],
+                                 fill="toself", opacity=0.2, line={"width": 0}, showlegend=False, name=f"{name} CI"))
+        fig.add_trace(go.Scatter(x=c["x"], y=c["mean"], mode="lines+markers", name=name))
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=400)
+    return fig

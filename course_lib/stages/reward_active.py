@@ -1,0 +1,118 @@
+"""Label efficiency: reward-model accuracy against the number of labels, by selection strategy.
+
+A simulated annotator labels pairs from a pool (the training pairs, sides shuffled); after
+each round a small reward-model ensemble is trained on the labels so far and scored on the
+validation pairs against the gold judge. ``random`` picks the next pairs uniformly; the
+active strategies pick those the ensemble is least sure about. Introduced in ``03_reward_model``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..data import load_records
+from ..errors import ConfigError
+from ..labeling import SimulatedAnnotator, labels_to_preferences, preferences_to_pairs, select_next
+from ..models import load_tokenizer
+from .base import RunContext
+from .reward import gold_preference, pair_margins, score_conversations, train_reward_model
+from .reward_config import RewardStageConfig
+
+
+@dataclass
+class LabelCurveConfig:
+    """What the label-efficiency experiment runs.
+
+    Attributes:
+        label_counts: labels in hand at each point of the curve (increasing).
+        strategies: selection strategies to compare (``random``, ``uncertainty``, ``margin``).
+        seeds: one repetition per seed; the CI is over seeds.
+        max_steps: optimizer steps of each reward model.
+        ensemble_size: reward models per point (the uncertainty strategy needs >= 2).
+        annotator_noise: probability that the simulated annotator answers at random.
+    """
+
+    label_counts: tuple[int, ...] = field(default=(40, 80, 160), metadata={"help": "labels at each curve point"})
+    strategies: tuple[str, ...] = field(default=("random", "uncertainty"), metadata={"help": "strategies compared"})
+    seeds: tuple[int, ...] = field(default=(0, 1), metadata={"help": "repetitions (CI over seeds)"})
+    max_steps: int = field(default=40, metadata={"help": "optimizer steps per reward model"})
+    ensemble_size: int = field(default=2, metadata={"help": "reward models per point"})
+    annotator_noise: float = field(default=0.1, metadata={"help": "simulated annotator's random-answer rate"})
+
+    def __post_init__(self) -> None:
+        counts = list(self.label_counts)
+        if not counts or counts != sorted(counts) or counts[0] < 1 or len(set(counts)) != len(counts):
+            raise ConfigError(f"expected strictly increasing positive label counts, got {counts}", key="label_counts")
+        if "uncertainty" in self.strategies and self.ensemble_size < 2:
+            raise ConfigError("the uncertainty strategy needs ensemble_size >= 2", key="ensemble_size")
+        if not self.seeds:
+            raise ConfigError("expected at least one seed", key="seeds")
+
+
+def _interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t-interval over seeds (a point when there is one seed)."""
+    from scipy import stats
+
+    arr = np.asarray(values, dtype=float)
+    mean = float(arr.mean())
+    if len(arr) < 2:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / np.sqrt(len(arr)))
+    return mean, mean - half, mean + half
+
+
+def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress=print) -> dict[str, Any]:
+    """Run the experiment; returns ``{"label_counts", "curves": {strategy: {"x", "mean", "low", "high", "per_seed"}}}``."""
+    profile = run.profile
+    sft_dir = run.artifact("sft", "merged", "notebook 02_sft (run_sft)")
+    tok = load_tokenizer(profile, str(sft_dir))
+    train_rows = [dict(r) for r in load_records(run.data_file("prefs_train.jsonl"), "preference")]
+    val_rows = [dict(r) for r in load_records(run.data_file("prefs_val.jsonl"), "preference")]
+    gold = np.array([gold_preference(r) for r in val_rows])
+    keep = gold != 0
+    if cfg.label_counts[-1] > len(train_rows):
+        raise ConfigError(f"the pool holds {len(train_rows)} pairs, fewer than {cfg.label_counts[-1]} labels", key="label_counts")
+    stage_cfg = RewardStageConfig(max_steps=cfg.max_steps)
+
+    per_seed: dict[str, list[list[float]]] = {s: [] for s in cfg.strategies}
+    for seed in cfg.seeds:
+        pool = preferences_to_pairs(train_rows, seed=seed)
+        annotator = SimulatedAnnotator("simulated", noise=cfg.annotator_noise, seed=seed)
+        first = select_next(pool, cfg.label_counts[0], "random", seed=seed)
+        for strategy in cfg.strategies:
+            chosen = list(first)
+            labels = [annotator.label(pool[i]) for i in chosen]
+            accuracies = []
+            for round_index, count in enumerate(cfg.label_counts):
+                if round_index:
+                    labeled_ids = {pool[i]["id"] for i in chosen}
+                    scores = None
+                    if strategy != "random":
+                        # Margins r(A) - r(B) of every pool pair under each ensemble member.
+                        scores = np.stack([
+                            score_conversations(m, tok, [p["prompt"] + p["response_a"] for p in pool])
+                            - score_conversations(m, tok, [p["prompt"] + p["response_b"] for p in pool])
+                            for m in members
+                        ])  # (ensemble, pool)
+                    new = select_next(pool, count - len(chosen), strategy, scores=scores, seed=seed + round_index, exclude=labeled_ids)
+                    chosen.extend(new)
+                    labels.extend(annotator.label(pool[i]) for i in new)
+                rows = labels_to_preferences([pool[i] for i in chosen], labels)
+                members = [
+                    train_reward_model(profile, sft_dir, tok, list(rows), stage_cfg, seed * 100 + m)[0]
+                    for m in range(cfg.ensemble_size)
+                ]
+                margin = np.mean([pair_margins(m, tok, val_rows) for m in members], axis=0)
+                accuracy = float((np.sign(margin[keep]) == gold[keep]).mean())
+                accuracies.append(accuracy)
+                progress(f"seed {seed} {strategy:>11}: {count:4d} labels -> accuracy {accuracy:.3f}")
+            per_seed[strategy].append(accuracies)
+
+    curves = {}
+    for strategy, runs in per_seed.items():
+        points = [_interval([r[i] for r in runs]) for i in range(len(cfg.label_counts))]
+        curves[strategy] = {"x": list(cfg.label_counts), "mean": [p[0] for p in points], "low": [p[1] for p in points],
+                            "high": [p[2] for p in points], "per_seed": runs}
+    return {"label_counts": list(cfg.label_counts), "curves": curves}

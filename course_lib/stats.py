@@ -1,0 +1,43 @@
+"""Statistics the stages and notebooks report with: bootstrap confidence intervals.
+
+Introduced in ``03_reward_model`` (accuracy with a CI).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Point estimate and percentile-bootstrap interval of ``statistic`` over ``values``.
+
+    Args:
+        values: one number per independent unit (e.g. 1/0 per correctly ranked pair).
+        statistic: the statistic to estimate, applied along the last axis.
+        confidence: the interval's coverage.
+        n_resamples: bootstrap resamples.
+        seed: seed of the resampling.
+
+    Returns:
+        ``(estimate, low, high)``.
+    """
+    from scipy.stats import bootstrap
+
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    estimate = float(statistic(data))
+    if data.size == 1 or np.all(data == data[0]):
+        return estimate, estimate, estimate
+    res = bootstrap(
+        (data,), lambda x, axis: statistic(x, axis=axis), confidence_level=confidence,
+        n_resamples=n_resamples, method="percentile", rng=np.random.default_rng(seed),
+    )
+    return estimate, float(res.confidence_interval.low), float(res.confidence_interval.high)
