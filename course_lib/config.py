@@ -86,9 +86,9 @@ class TrainingSettings:
 class DataSizes:
     """How much data the domains generate (per domain)."""
 
-    sft_per_domain: int = field(default=300, metadata=_meta("SFT demonstrations per domain", min=1))
-    prefs_per_domain: int = field(default=300, metadata=_meta("preference pairs per domain", min=1))
-    eval_per_domain: int = field(default=50, metadata=_meta("held-out evaluation prompts per domain", min=1))
+    sft_per_domain: int = field(default=300, metadata=_meta("SFT demonstrations per domain", min=10))
+    prefs_per_domain: int = field(default=300, metadata=_meta("preference pairs per domain", min=10))
+    eval_per_domain: int = field(default=50, metadata=_meta("held-out evaluation prompts per domain", min=10))
 
 
 @dataclass

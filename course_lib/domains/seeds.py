@@ -41,7 +41,7 @@ class SeedSizes:
     sft_per_domain: int = field(default=300, metadata={"help": "SFT demonstrations per domain"})
     prefs_per_domain: int = field(default=300, metadata={"help": "preference pairs per domain"})
     eval_per_domain: int = field(default=50, metadata={"help": "held-out evaluation prompts per domain"})
-    stdlib_functions: int = field(default=30, metadata={"help": "stdlib functions among the code SFT demos"})
+    stdlib_functions: int | None = field(default=None, metadata={"help": "stdlib functions among the code SFT demos (None: a tenth)"})
     humaneval: int | None = field(default=None, metadata={"help": "HumanEval problems kept (None: all)"})
     flawed_share: float = field(default=0.35, metadata={"help": "share of SFT demos with a flawed answer"})
     planted_share: float = field(default=0.02, metadata={"help": "share of records planted per problem kind"})
@@ -50,6 +50,8 @@ class SeedSizes:
         for name in ("sft_per_domain", "prefs_per_domain", "eval_per_domain"):
             if getattr(self, name) < 10:
                 raise ValueError(f"SeedSizes.{name} must be >= 10, got {getattr(self, name)}")
+        if self.stdlib_functions is None:
+            object.__setattr__(self, "stdlib_functions", self.sft_per_domain // 10)
         if not 0 <= self.stdlib_functions <= self.sft_per_domain // 2:
             raise ValueError(f"SeedSizes.stdlib_functions must be in [0, sft_per_domain / 2], "
                              f"got {self.stdlib_functions}")

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..atomic import atomic_write_json, atomic_write_text, atomic_write_yaml
 from ..config import Profile, load_profile
-from ..errors import MissingArtifactError
+from ..errors import DataError, MissingArtifactError
 
 MARKER = "COMPLETE"
 
@@ -48,11 +48,19 @@ class RunContext:
     def stage_dir(self, stage: str) -> Path:
         return self.run_dir / stage
 
+    def has_stage(self, stage: str) -> bool:
+        """True when ``stage`` completed in this run (whatever its config was)."""
+        return (self.stage_dir(stage) / MARKER).is_file()
+
     def data_file(self, name: str) -> Path:
         """A curated data file, or a clear error naming the notebook that writes it."""
         path = self.run_dir / "data" / name
+        producer = "notebook 01_data_curation (or course_lib.data.ensure_curated_data)"
         if not path.is_file():
-            raise MissingArtifactError(f"curated data file '{name}'", path, "notebook 01_data_curation (or course_lib.data.ensure_curated_data)")
+            raise MissingArtifactError(f"curated data file '{name}'", path, producer)
+        with open(path, "rb") as f:
+            if not any(line.strip() for line in f):
+                raise DataError(f"the data file is empty; it is produced by {producer}", file=path)
         return path
 
     def artifact(self, stage: str, name: str, produced_by: str) -> Path:
@@ -224,7 +232,7 @@ def common_training_args(profile: Profile, *, output_dir: Path, max_steps: int, 
         per_device_train_batch_size=batch_size or profile.training.per_device_batch_size,
         per_device_eval_batch_size=batch_size or profile.training.per_device_batch_size,
         gradient_accumulation_steps=profile.training.gradient_accumulation_steps,
-        gradient_checkpointing=profile.training.gradient_checkpointing,
+        activation_checkpointing=profile.training.gradient_checkpointing,
         optim=profile.training.optim,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, max_steps // 20),

@@ -111,9 +111,9 @@ def length_bias_probe(model, tokenizer, pairs: Sequence[dict[str, Any]], n_pairs
     }
 
 
-def train_reward_model(profile, sft_dir: Path, tok, rows: list[dict[str, Any]], cfg: RewardStageConfig, seed: int,
-                       out_dir: Path | None = None, callbacks: list | None = None):
-    """Train one reward model on preference ``rows``.
+def make_reward_trainer(profile, sft_dir: Path, tok, rows: list[dict[str, Any]], cfg: RewardStageConfig, seed: int,
+                        output_dir: Path, callbacks: list | None = None):
+    """TRL's ``RewardTrainer`` for a fresh scalar head (plus LoRA) on the SFT model.
 
     Args:
         profile: precision, LoRA and budgets.
@@ -122,38 +122,66 @@ def train_reward_model(profile, sft_dir: Path, tok, rows: list[dict[str, Any]], 
         rows: TRL preference rows (``prompt``, ``chosen``, ``rejected``).
         cfg: steps, learning rate, batch size.
         seed: this model's seed.
-        out_dir: where to save the adapter; None keeps it in memory only.
+        output_dir: where checkpoints go.
         callbacks: extra trainer callbacks.
-
-    Returns:
-        ``(model, ledger_summary, training_losses)``.
     """
-    import tempfile
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
     model = load_model(profile, str(sft_dir), num_labels=1)
-    scratch = Path(tempfile.mkdtemp(prefix="reward_")) if out_dir is None else out_dir
     args = RewardConfig(
-        **common_training_args(profile, output_dir=scratch / "checkpoints", max_steps=cfg.max_steps or profile.budgets.reward,
+        **common_training_args(profile, output_dir=output_dir, max_steps=cfg.max_steps or profile.budgets.reward,
                                learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, seed=seed, report_to=cfg.report_to),
         max_length=profile.model.max_seq_length,
         center_rewards_coefficient=0.01,
         include_num_input_tokens_seen="non_padding",
     )
     train = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
-    trainer = RewardTrainer(
+    return RewardTrainer(
         model=model, args=args, train_dataset=train, processing_class=tok,
         peft_config=lora_config(profile, task_type="SEQ_CLS") if profile.lora.enabled else None, callbacks=callbacks,
     )
+
+
+def reward_trainer_batch(run: RunContext, n_pairs: int = 8, seed: int = 0):
+    """An untrained reward trainer and one collated batch of its data (``03_reward_model``).
+
+    The notebook computes the Bradley-Terry loss by hand on this batch and checks it
+    against ``trainer.compute_loss``. In the batch the chosen sequences come first and
+    the rejected ones after them, pair by pair.
+    """
+    import tempfile
+
+    sft_dir = run.artifact("sft", "merged", "notebook 02_sft (run_sft)")
+    tok = load_tokenizer(run.profile, str(sft_dir))
+    rows = [dict(r) for r in load_records(run.data_file("prefs_train.jsonl"), "preference")][:n_pairs]
+    trainer = make_reward_trainer(run.profile, sft_dir, tok, rows, RewardStageConfig(max_steps=1), seed,
+                                  Path(tempfile.mkdtemp(prefix="reward_probe_")))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    return trainer, {k: v.to(trainer.model.device) for k, v in batch.items()}
+
+
+def train_reward_model(profile, sft_dir: Path, tok, rows: list[dict[str, Any]], cfg: RewardStageConfig, seed: int,
+                       out_dir: Path | None = None, callbacks: list | None = None):
+    """Train one reward model on preference ``rows``.
+
+    Args: as :func:`make_reward_trainer`, with ``out_dir`` the folder to save the adapter
+    (and checkpoints) in; None trains in a scratch folder and keeps the model in memory.
+
+    Returns:
+        ``(model, ledger_summary, training_losses)``.
+    """
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="reward_")) if out_dir is None else out_dir
+    trainer = make_reward_trainer(profile, sft_dir, tok, rows, cfg, seed, scratch / "checkpoints", callbacks)
     with ComputeLedger(trainer.model, detect_device(profile.device)) as ledger:
         trainer.train()
         ledger.add_tokens(trainer.state.num_input_tokens_seen)
     if out_dir is not None:
         trainer.model.save_pretrained(out_dir, safe_serialization=True)
     else:
-        import shutil
-
         shutil.rmtree(scratch, ignore_errors=True)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return trainer.model, ledger.summary(), losses

@@ -40,6 +40,7 @@ class LabelCurveConfig:
     max_steps: int = field(default=40, metadata={"help": "optimizer steps per reward model"})
     ensemble_size: int = field(default=2, metadata={"help": "reward models per point"})
     annotator_noise: float = field(default=0.1, metadata={"help": "simulated annotator's random-answer rate"})
+    batch_size: int = field(default=8, metadata={"help": "preference pairs per step (few labels need small batches)"})
 
     def __post_init__(self) -> None:
         counts = list(self.label_counts)
@@ -74,7 +75,7 @@ def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress=prin
     keep = gold != 0
     if cfg.label_counts[-1] > len(train_rows):
         raise ConfigError(f"the pool holds {len(train_rows)} pairs, fewer than {cfg.label_counts[-1]} labels", key="label_counts")
-    stage_cfg = RewardStageConfig(max_steps=cfg.max_steps)
+    stage_cfg = RewardStageConfig(max_steps=cfg.max_steps, batch_size=cfg.batch_size)
 
     per_seed: dict[str, list[list[float]]] = {s: [] for s in cfg.strategies}
     for seed in cfg.seeds:

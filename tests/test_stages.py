@@ -1,0 +1,151 @@
+"""The SFT and reward-model stages on small data: outputs, resume, caching, and bad inputs."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from course_lib.data import ensure_curated_data
+from course_lib.errors import ConfigError, DataError, MissingArtifactError
+from course_lib.stages import STAGES, RewardStageConfig, RunContext, SFTStageConfig, register_stage, run_reward, run_sft
+from course_lib.stages.reward import reward_trainer_batch
+
+pytestmark = pytest.mark.slow
+SMALL = {"sft_per_domain": 24, "prefs_per_domain": 24, "eval_per_domain": 10}
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory, tiny_base_path):
+    run_dir = tmp_path_factory.mktemp("small_data")
+    ensure_curated_data(run_dir, seed=0, sizes=SMALL)
+    return run_dir / "data"
+
+
+def new_run(tmp_path, small_data) -> RunContext:
+    shutil.copytree(small_data, tmp_path / "data")
+    return RunContext.create(tmp_path, "tiny-cpu")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, small_data):
+    run = new_run(tmp_path_factory.mktemp("trained"), small_data)
+    run_sft(SFTStageConfig(max_steps=4, eval_prompts=3, max_new_tokens=8, save_steps=2, logging_steps=1), run)
+    return run
+
+
+class StopAt(TrainerCallback):
+    """Simulates a crash: raises once training reaches ``step``."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            raise KeyboardInterrupt(f"stopped at step {state.global_step}")
+
+
+class CountSteps(TrainerCallback):
+    """Records the optimizer steps trained in this process."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
+
+
+@pytest.mark.unit
+def test_configs_validate():
+    with pytest.raises(ConfigError, match="max_steps"):
+        SFTStageConfig(max_steps=0)
+    with pytest.raises(ConfigError, match="packing or padding_free"):
+        SFTStageConfig(packing=True, padding_free=True)
+    with pytest.raises(ConfigError, match="kfold"):
+        RewardStageConfig(kfold=1)
+    with pytest.raises(ConfigError, match="ensemble_size"):
+        RewardStageConfig(ensemble_size=0)
+
+
+@pytest.mark.unit
+def test_registry_holds_the_stages_and_rejects_duplicates():
+    assert {"sft", "reward"} <= set(STAGES)
+    with pytest.raises(ValueError, match="already registered"):
+        register_stage("sft", run_sft, SFTStageConfig)
+
+
+def test_sft_writes_its_artifacts_and_is_cached(trained_run):
+    out = trained_run.stage_dir("sft")
+    for name in ("COMPLETE", "config.yaml", "metrics.json", "stage_info.json", "adapter/adapter_model.safetensors",
+                 "merged/model.safetensors", "merged/tokenizer.json"):
+        assert (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    ledger = metrics["ledger"]
+    assert ledger["tokens"] > 0 and ledger["wall_seconds"] > 0 and ledger["peak_memory_mb"] > 0 and ledger["estimated_flops"] > 0
+    assert 0 < ledger["trainable_parameters"] < ledger["parameters"]
+    assert any("loss" in h for h in metrics["log_history"])
+    again = run_sft(SFTStageConfig(max_steps=4, eval_prompts=3, max_new_tokens=8, save_steps=2, logging_steps=1), trained_run)
+    assert again.skipped and again.metrics == metrics
+
+
+def test_sft_resumes_a_stopped_run_from_its_checkpoint(tmp_path, small_data):
+    run = new_run(tmp_path, small_data)
+    cfg = SFTStageConfig(max_steps=6, save_steps=3, eval_steps=3, eval_prompts=2, max_new_tokens=4, logging_steps=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_sft(cfg, run, callbacks=[StopAt(5)])
+    out = run.stage_dir("sft")
+    assert not (out / "COMPLETE").exists() and (out / "checkpoints" / "checkpoint-3").is_dir()
+    counter = CountSteps()
+    result = run_sft(cfg, run, callbacks=[counter])
+    assert result.metrics["resumed_from_step"] == 3
+    assert result.metrics["global_step"] == 6
+    assert counter.steps == [4, 5, 6]  # only the steps after the checkpoint were trained again
+
+
+def test_reward_stage_outputs_and_metrics(trained_run):
+    result = run_reward(RewardStageConfig(max_steps=3, ensemble_size=2, kfold=2, bootstrap_resamples=200, length_probe_pairs=4), trained_run)
+    m = result.metrics
+    assert 0 <= m["accuracy_ci_low"] <= m["accuracy"] <= m["accuracy_ci_high"] <= 1
+    assert len(m["member_accuracy"]) == 2 and m["kfold"]["folds"] == 2 and len(m["kfold"]["accuracy"]) == 2
+    assert set(m["length_bias"]) >= {"spearman_reward_vs_length", "longer_preferred_rate"}
+    assert len(m["calibration"]["predicted"]) == len(m["calibration"]["observed"]) and 0 <= m["calibration"]["ece"] <= 1
+    rows = [json.loads(line) for line in (result.output_dir / "pair_scores.jsonl").read_text().splitlines()]
+    assert rows and all(len(r["margins"]) == 2 for r in rows)
+    assert (result.output_dir / "member_1" / "adapter_model.safetensors").is_file()
+
+
+def test_bradley_terry_by_hand_equals_the_trainer(trained_run):
+    trainer, batch = reward_trainer_batch(trained_run, n_pairs=4)
+    model = trainer.model.eval()
+    with torch.no_grad():
+        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+        r_chosen, r_rejected = rewards.chunk(2)
+        by_hand = -torch.nn.functional.logsigmoid(r_chosen - r_rejected).mean()
+        by_hand += trainer.args.center_rewards_coefficient * ((r_chosen + r_rejected) ** 2).mean()
+        assert torch.allclose(by_hand, trainer.compute_loss(model, dict(batch)), atol=1e-6)
+
+
+def test_stages_without_inputs_say_what_is_missing_and_who_makes_it(tmp_path, small_data):
+    empty_run = RunContext.create(tmp_path / "empty", "tiny-cpu")
+    with pytest.raises(MissingArtifactError, match="sft_train.jsonl.*01_data_curation"):
+        run_sft(SFTStageConfig(max_steps=1), empty_run)
+    no_sft = new_run(tmp_path / "no_sft", small_data)
+    with pytest.raises(MissingArtifactError, match="sft stage's merged.*02_sft"):
+        run_reward(RewardStageConfig(max_steps=1), no_sft)
+    (no_sft.run_dir / "data" / "sft_train.jsonl").write_text("")
+    with pytest.raises(DataError, match="sft_train.jsonl: the data file is empty.*01_data_curation"):
+        run_sft(SFTStageConfig(max_steps=1), no_sft)
+
+
+def test_reward_refuses_an_sft_model_with_another_tokenizer(trained_run, tmp_path):
+    run = RunContext.create(tmp_path, "tiny-cpu")
+    shutil.copytree(trained_run.run_dir / "data", tmp_path / "data")
+    shutil.copytree(trained_run.stage_dir("sft"), run.stage_dir("sft"))
+    info_file = run.stage_dir("sft") / "stage_info.json"
+    info = json.loads(info_file.read_text())
+    info["tokenizer_fingerprint"] = "0123456789abcdef"
+    info_file.write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match="share one tokenizer.*sft use tokenizer 0123456789abcdef"):
+        run_reward(RewardStageConfig(max_steps=1), run)
