@@ -46,6 +46,10 @@ def test_one_parameters_cell_of_upper_case_scalars(path):
     assert {"RUN_DIR", "SEED"} <= set(names)
     for node in tree.body:
         assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant), "parameters must be scalar constants"
+    # papermill silently drops a parameter whose line it cannot parse (e.g. a comment with ';').
+    import papermill
+
+    assert list(papermill.inspect_notebook(str(path))) == names
 
 
 @pytest.mark.unit
@@ -66,7 +70,9 @@ def test_whole_track_runs_headless(tmp_path):
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "course_lib.track", "--name", "ci", "--runs-dir", str(runs),
            "--set", "budgets.sft=30", "--set", "budgets.reward=30", "--set", "budgets.ppo=4", "--set", "budgets.dpo=20",
-           "--set", "data.sft_per_domain=60", "--set", "data.prefs_per_domain=60", "--set", "data.eval_per_domain=12"]
+           "--set", "data.sft_per_domain=60", "--set", "data.prefs_per_domain=60", "--set", "data.eval_per_domain=12",
+           "--param", "EVAL_PROMPTS=15", "--param", "LABEL_PAIRS=12", "--param", "CURVE_LABELS=20,40",
+           "--param", "CURVE_SEEDS=1", "--param", "CURVE_STEPS=10"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     run_dir = runs / "ci"
