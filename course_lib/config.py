@@ -95,8 +95,8 @@ class DataSizes:
 class StageBudgets:
     """Optimizer-step budgets of each stage; notebooks read them unless MAX_STEPS overrides."""
 
-    sft: int = field(default=300, metadata=_meta("SFT optimizer steps", min=1))
-    reward: int = field(default=200, metadata=_meta("reward-model optimizer steps", min=1))
+    sft: int = field(default=200, metadata=_meta("SFT optimizer steps", min=1))
+    reward: int = field(default=120, metadata=_meta("reward-model optimizer steps", min=1))
     ppo: int = field(default=40, metadata=_meta("PPO iterations (rollout + update)", min=1))
     dpo: int = field(default=150, metadata=_meta("DPO optimizer steps", min=1))
 

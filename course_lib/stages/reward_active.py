@@ -34,10 +34,10 @@ class LabelCurveConfig:
         annotator_noise: probability that the simulated annotator answers at random.
     """
 
-    label_counts: tuple[int, ...] = field(default=(40, 80, 160), metadata={"help": "labels at each curve point"})
+    label_counts: tuple[int, ...] = field(default=(30, 60, 120), metadata={"help": "labels at each curve point"})
     strategies: tuple[str, ...] = field(default=("random", "uncertainty"), metadata={"help": "strategies compared"})
-    seeds: tuple[int, ...] = field(default=(0, 1), metadata={"help": "repetitions (CI over seeds)"})
-    max_steps: int = field(default=40, metadata={"help": "optimizer steps per reward model"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "repetitions (CI over seeds)"})
+    max_steps: int = field(default=25, metadata={"help": "optimizer steps per reward model"})
     ensemble_size: int = field(default=2, metadata={"help": "reward models per point"})
     annotator_noise: float = field(default=0.1, metadata={"help": "simulated annotator's random-answer rate"})
     batch_size: int = field(default=8, metadata={"help": "preference pairs per step (few labels need small batches)"})
