@@ -81,20 +81,34 @@ class SandboxResult:
         return self.returncode == 0 and not self.timed_out
 
 
-# The untrusted program never sees this file's globals: it runs from a string the
-# guard reads on stdin, after the audit hook is in place (hooks cannot be removed).
+# The untrusted program runs from a string the guard reads on stdin, after the audit hook
+# is in place (hooks cannot be removed). The hook refuses what could reach outside the
+# box (network, processes), change files outside the working directory, or inspect the
+# harness's frames and objects (to forge its result line); the source is never bound to
+# a name, so the result marker cannot be read back from the guard's globals.
 _GUARD = r"""
-import sys
+import os, sys
+import collections, functools, itertools, json, math, re, string, types  # imported before the hook: some read frames
 _BLOCKED = ("socket.", "subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.fork",
-            "os.spawn", "os.kill", "os.killpg", "pty.", "ctypes.", "webbrowser.", "urllib.Request")
-def _hook(event, args):
-    if event.startswith(_BLOCKED):
+            "os.spawn", "os.kill", "os.killpg", "pty.", "ctypes.", "webbrowser.", "urllib.Request",
+            "sys._current_frames", "sys.settrace", "sys.setprofile", "gc.get_",
+            "os.remove", "os.rmdir", "os.rename", "os.replace", "os.link",
+            "os.symlink", "os.chmod", "os.chown", "os.truncate", "shutil.rmtree", "os.chdir")
+_FRAMES = ("tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back")
+_HOME = os.getcwd() + os.sep
+_OWN_CODE = ("<string>", "<sandboxed>")  # the guard and the harness; solutions and tests are other files
+def _hook(event, args, _blocked=_BLOCKED, _frames=_FRAMES, _own=_OWN_CODE, _home=_HOME, _abspath=os.path.abspath):
+    if (event.startswith(_blocked) or (event == "object.__getattr__" and args[1] in _frames)
+            or (event == "sys._getframe" and args[0].f_code.co_filename in _own)):
         raise PermissionError(f"sandbox: {event} is not allowed")
-_program = sys.stdin.read()
-sys.stdin = open("/dev/null")
+    if event == "open" and isinstance(args[0], str):
+        mode, flags = args[1] or "r", args[2] or 0
+        writes = any(c in mode for c in "wax+") or flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+        if writes and not (_abspath(args[0]) + os.sep).startswith(_home):
+            raise PermissionError("sandbox: writing outside the working directory is not allowed")
 sys.addaudithook(_hook)
 del _hook
-exec(compile(_program, "<sandboxed>", "exec"), {"__name__": "__main__"})
+exec(compile(sys.stdin.read(), "<sandboxed>", "exec"), {"__name__": "__main__"})
 """
 
 _OUTPUT_LIMIT = 64 * 1024
@@ -174,23 +188,27 @@ def run_python(program: str, limits: SandboxLimits | None = None) -> SandboxResu
     )
 
 
+# Everything the harness needs is bound inside a closure before the solution runs, so the
+# solution cannot swap ``exec`` (in builtins or globals) or edit the outcome it reports.
 _TEST_HARNESS = """
-import json as _json, sys as _sys
-_namespace = {{"__name__": "solution"}}
-_outcome = {{"loaded": False, "passed": [], "error": None}}
-try:
-    exec(compile({solution!r}, "solution.py", "exec"), _namespace)
-    _outcome["loaded"] = True
-except BaseException as _e:
-    _outcome["error"] = type(_e).__name__ + ": " + str(_e)[:200]
-if _outcome["loaded"]:
-    for _test in {tests!r}:
-        try:
-            exec(compile(_test, "test.py", "exec"), _namespace)
-            _outcome["passed"].append(True)
-        except BaseException:
-            _outcome["passed"].append(False)
-_sys.stdout.write("\\n{marker}" + _json.dumps(_outcome) + "\\n")
+def _harness(solution, tests, marker, exec=exec, compile=compile, dumps=__import__("json").dumps,
+             write=__import__("os").write, BaseException=BaseException, str=str, type=type):
+    namespace = {{"__name__": "solution"}}
+    loaded, passed, error = False, (), None  # a tuple: a frame's f_locals cannot grow it
+    try:
+        exec(compile(solution, "solution.py", "exec"), namespace)
+        loaded = True
+    except BaseException as exc:
+        error = type(exc).__name__ + ": " + str(exc)[:200]
+    if loaded:
+        for test in tests:
+            try:
+                exec(compile(test, "test.py", "exec"), namespace)
+                passed += (True,)
+            except BaseException:
+                passed += (False,)
+    write(1, ("\\n" + marker + dumps({{"loaded": loaded, "passed": list(passed), "error": error}}) + "\\n").encode())
+_harness({solution!r}, {tests!r}, {marker!r})
 """
 
 
