@@ -206,6 +206,23 @@ def test_ensure_curated_data_builds_once_and_finds_planted_problems(tmp_path):
     assert load_report(tmp_path)["config_hash"] != "stale"
 
 
+def test_a_killed_rebuild_is_never_taken_for_the_previous_build(tmp_path, monkeypatch):
+    from course_lib.data import pipeline
+
+    ensure_curated_data(tmp_path, seed=0, sizes=SMALL)
+
+    def killed_while_writing(records, path, *args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(pipeline, "save_records", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_curated_data(tmp_path, seed=1, sizes=SMALL)  # another config starts to rebuild
+    monkeypatch.undo()
+    assert not (tmp_path / "data" / "curation_report.json").exists()
+    ensure_curated_data(tmp_path, seed=0, sizes=SMALL)  # so the first config is rebuilt, not reused
+    assert load_report(tmp_path)["config"]["seed"] == 0
+
+
 def test_every_dataset_has_a_complete_shipped_card():
     from course_lib.data.cards import BEGIN, CARDS, END, SHIPPED_CARDS_DIR, missing_sections
 

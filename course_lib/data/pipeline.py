@@ -163,6 +163,9 @@ def curate(config: CurationConfig, data_dir: str | Path) -> dict[str, Any]:
         The curation report (also written to ``curation_report.json``, last).
     """
     data_dir = Path(data_dir)
+    # The report marks a complete build: it goes first, so a build killed halfway is never
+    # taken for the old one when its files are already partly replaced.
+    (data_dir / REPORT_FILE).unlink(missing_ok=True)
     seeds = build_seed_sets(config.seed, config.sizes)
     raw = _write_raw(seeds, data_dir / RAW_DIR)
     proc = config.num_proc
