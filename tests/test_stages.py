@@ -149,3 +149,50 @@ def test_reward_refuses_an_sft_model_with_another_tokenizer(trained_run, tmp_pat
     info_file.write_text(json.dumps(info))
     with pytest.raises(ConfigError, match="share one tokenizer.*sft use tokenizer 0123456789abcdef"):
         run_reward(RewardStageConfig(max_steps=1), run)
+
+
+def test_sft_with_packing_trains(tmp_path, small_data):
+    run = new_run(tmp_path, small_data)
+    result = run_sft(SFTStageConfig(max_steps=2, packing=True, eval_prompts=0, logging_steps=1), run)
+    assert result.metrics["global_step"] == 2 and result.metrics["eval_loss"] < result.metrics["base_eval_loss"] + 1
+
+
+def test_sft_through_the_qlora_recipe_on_cpu(tmp_path, small_data, tiny_base_path):
+    """The gpu-qlora profile's 4-bit NF4 + LoRA path through TRL, pointed at the tiny base on CPU."""
+    from course_lib.config import load_profile
+
+    profile = load_profile("gpu-qlora", {
+        "device": "cpu", "model.name": str(tiny_base_path), "model.dtype": "float32", "model.max_seq_length": 256,
+        "quantization.compute_dtype": "float32", "training.optim": "adamw_torch",
+        "training.gradient_checkpointing": False, "training.per_device_batch_size": 4,
+        "training.gradient_accumulation_steps": 1, "training.learning_rate": 0.005,
+    })
+    shutil.copytree(small_data, tmp_path / "data")
+    run = RunContext.create(tmp_path, profile)
+    result = run_sft(SFTStageConfig(max_steps=3, eval_prompts=2, max_new_tokens=4, logging_steps=1), run)
+    assert result.metrics["global_step"] == 3
+    assert result.metrics["ledger"]["trainable_parameters"] < result.metrics["ledger"]["parameters"]
+    assert (result.output_dir / "merged" / "model.safetensors").is_file()
+
+
+def test_labels_from_the_widget_store_train_the_reward_model_unchanged(trained_run, tmp_path):
+    """Store -> labels_to_preferences -> prefs_labeled.jsonl -> run_reward(train_file=...)."""
+    from course_lib.atomic import atomic_write_jsonl
+    from course_lib.data import load_records
+    from course_lib.labeling import LabelStore, labels_to_preferences, preferences_to_pairs
+
+    run = RunContext.create(tmp_path, "tiny-cpu")
+    shutil.copytree(trained_run.run_dir / "data", tmp_path / "data")
+    shutil.copytree(trained_run.stage_dir("sft"), run.stage_dir("sft"))
+    with pytest.raises(MissingArtifactError, match="label_preferences"):
+        run_reward(RewardStageConfig(max_steps=1, train_file="prefs_labeled.jsonl"), run)
+    pairs = preferences_to_pairs(list(load_records(tmp_path / "data" / "prefs_train.jsonl"))[:12], seed=0)
+    store = LabelStore(tmp_path / "labels.jsonl")
+    for i, pair in enumerate(pairs):  # what the widget's buttons call
+        store.add(pair["id"], "ann", ["A", "B", "tie", "skip"][i % 4], rationale="clicked")
+    rows = labels_to_preferences(pairs, store.labels())
+    assert len(rows) == 6 and rows.report["ties_dropped"] == 3 and rows.report["skipped"] == 3
+    atomic_write_jsonl(tmp_path / "data" / "prefs_labeled.jsonl", rows)
+    result = run_reward(RewardStageConfig(max_steps=2, train_file="prefs_labeled.jsonl", length_probe_pairs=2,
+                                          bootstrap_resamples=100), run)
+    assert result.metrics["train_pairs"] == 6

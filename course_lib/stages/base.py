@@ -23,6 +23,8 @@ from ..config import Profile, load_profile
 from ..errors import DataError, MissingArtifactError
 
 MARKER = "COMPLETE"
+PRODUCERS = {"prefs_labeled.jsonl": "the workshop's labels: notebooks/labeling/label_preferences.ipynb"}
+"""Data files that come from somewhere other than notebook 01, and who writes them."""
 
 
 @dataclass
@@ -55,7 +57,7 @@ class RunContext:
     def data_file(self, name: str) -> Path:
         """A curated data file, or a clear error naming the notebook that writes it."""
         path = self.run_dir / "data" / name
-        producer = "notebook 01_data_curation (or course_lib.data.ensure_curated_data)"
+        producer = PRODUCERS.get(name, "notebook 01_data_curation (or course_lib.data.ensure_curated_data)")
         if not path.is_file():
             raise MissingArtifactError(f"curated data file '{name}'", path, producer)
         with open(path, "rb") as f:
