@@ -194,7 +194,7 @@ def profile_path(name_or_path: str | Path) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml"):
         if not candidate.is_file():
-            raise ConfigError(f"profile file does not exist", file=candidate)
+            raise ConfigError("profile file does not exist", file=candidate)
         return candidate
     named = PROFILES_DIR / f"{name_or_path}.yaml"
     if not named.is_file():

@@ -1,4 +1,4 @@
-"""Statistics the stages and notebooks report with: bootstrap confidence intervals.
+"""Statistics the stages and notebooks report with: bootstrap and t confidence intervals.
 
 Introduced in ``03_reward_model`` (accuracy with a CI).
 """
@@ -41,3 +41,23 @@ def bootstrap_ci(
         n_resamples=n_resamples, method="percentile", rng=np.random.default_rng(seed),
     )
     return estimate, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t interval of a few repetitions (e.g. one value per seed).
+
+    With one value the interval is that point: a single seed says nothing about spread.
+
+    Returns:
+        ``(mean, low, high)``.
+    """
+    from scipy import stats
+
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        raise ValueError("t_interval needs at least one value")
+    mean = float(data.mean())
+    if data.size < 2:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.5 + confidence / 2, data.size - 1) * data.std(ddof=1) / np.sqrt(data.size))
+    return mean, mean - half, mean + half

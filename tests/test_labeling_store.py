@@ -332,3 +332,18 @@ def test_render_message_shows_code_as_code_and_escapes_html():
     assert "&lt;script&gt;" in rendered and "<script>" not in rendered
     bare_code = render_message("def add(a, b):\n    return a + b", domain="code")
     assert "<pre" in bare_code
+
+
+def test_a_malformed_pairs_file_names_file_line_and_field(tmp_path):
+    from course_lib.labeling import read_pairs
+
+    good = {"id": "p1", "domain": "legal", "reference": "{}", "prompt": [{"role": "user", "content": "q"}],
+            "response_a": [{"role": "assistant", "content": "a"}], "response_b": [{"role": "assistant", "content": "b"}]}
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes((json.dumps(good) + "\n").encode() + b'{"id": "p2", "domain": "le\xffgal"}\n')
+    with pytest.raises(DataError, match=r"pairs.jsonl:2: not valid UTF-8"):
+        read_pairs(path)
+    bad_role = dict(good, id="p2", response_b=[{"role": "robot", "content": "b"}])
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad_role) + "\n")
+    with pytest.raises(DataError, match=r"pairs.jsonl:2, field 'response_b\[0\].role': role is 'robot'"):
+        read_pairs(path)

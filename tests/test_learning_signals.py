@@ -45,6 +45,12 @@ def test_sft_raises_the_gold_score_over_the_base_model(trained):
     assert sft["gold_score_after"] > sft["gold_score_before"] + 0.05
 
 
+def test_sft_alone_does_not_saturate_the_gold_score(trained):
+    """Flawed demonstrations cap what imitation reaches, leaving work for the preference stages."""
+    sft, _ = trained
+    assert sft["gold_score_after"] < 0.85
+
+
 def test_reward_model_accuracy_against_gold_is_well_above_chance(trained):
     _, reward = trained
     assert reward["accuracy"] >= 0.75

@@ -82,6 +82,15 @@ def test_whole_track_runs_headless(tmp_path):
         assert (run_dir / "notebooks" / path.name).is_file()
     setup = metrics["00_setup"]
     assert setup["device"] == "cpu" and setup["parameters"] > 1_000_000
+    curation = metrics["01_data_curation"]
+    assert curation["cards_complete"] is True and curation["final_sizes"]["sft_train"] > 0
+    assert sum(curation["contamination_removed"]["sft"].values()) > 0
+    for name in ("sft_train", "sft_val", "prefs_train", "prefs_val", "eval_prompts", "humaneval"):
+        assert (run_dir / "data" / f"{name}.jsonl").is_file()
+    sft, reward = metrics["02_sft"], metrics["03_reward_model"]
+    assert sft["eval_loss_after"] < sft["eval_loss_before"]
+    assert 0 <= reward["accuracy"] <= 1 and reward["bt_loss_difference"] < 1e-5
+    assert set(reward["label_curve"]) == {"random", "uncertainty"}
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
     state = json.loads((run_dir / "track_state.json").read_text())
     assert all(s["status"] == "done" for s in state["notebooks"].values())

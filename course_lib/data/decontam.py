@@ -14,12 +14,8 @@ from functools import partial
 from typing import Any, Iterable, Mapping
 
 from .dedup import shingles
-from .records import judge_records, user_text
+from .records import canonical_text, judge_records, user_text
 from .report import StepReport, summarize
-
-
-def _canonical(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 class EvalIndex:
@@ -41,7 +37,7 @@ class EvalIndex:
                 count += 1
                 owner = f"{name}:{record['id']}"
                 text = user_text(record)
-                self.prompt_owner.setdefault(_canonical(text), owner)
+                self.prompt_owner.setdefault(canonical_text(text), owner)
                 for gram in shingles(text, n):
                     self.ngram_owner.setdefault(gram, owner)
             self.sizes[name] = count
@@ -51,7 +47,7 @@ def contamination(record: dict[str, Any], index: EvalIndex, boilerplate: frozens
                   min_hits: int) -> str:
     """Why a training record is contaminated (``"contamination: <set>:<eval id> ..."``), or ``""``."""
     text = user_text(record)
-    owner = index.prompt_owner.get(_canonical(text))
+    owner = index.prompt_owner.get(canonical_text(text))
     if owner:
         return f"contamination: {owner} (same prompt)"
     grams = shingles(text, index.n) - boilerplate

@@ -18,19 +18,15 @@ import re
 from functools import partial
 from typing import Any
 
-from .records import record_text
+from .records import canonical_text, record_text
 from .report import StepReport, summarize
 
 _WORD = re.compile(r"\w+")
 
 
-def _canonical(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def content_hash(record: dict[str, Any]) -> str:
     """SHA-256 of a record's text, case- and whitespace-insensitive (ids do not count)."""
-    return hashlib.sha256(_canonical(record_text(record)).encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_text(record_text(record)).encode("utf-8")).hexdigest()
 
 
 def _drop_later(dataset, step: str, duplicate_of: dict[int, int], details: dict[str, Any] | None = None):

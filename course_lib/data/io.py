@@ -27,7 +27,8 @@ def _is_hub_id(source: str) -> bool:
     return len(parts) == 2 and all(parts) and not Path(source).exists() and Path(source).suffix == ""
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed object)`` for each non-blank line; bad bytes or JSON raise ``DataError``."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
@@ -92,7 +93,7 @@ def iter_records(source: str | Path, kind: str | None = None, *, kit_columns: bo
         fmt = LOCAL_SUFFIXES.get(path.suffix.lower())
         if fmt is None:
             raise DataError(f"unknown file type {path.suffix!r}; expected one of {sorted(LOCAL_SUFFIXES)}", file=path)
-        rows = _iter_jsonl(path) if fmt == "jsonl" else _iter_parquet(path)
+        rows = iter_jsonl(path) if fmt == "jsonl" else _iter_parquet(path)
     seen_ids: set[str] = set()
     for number, record in rows:
         kind = validate_record(record, kind, kit_columns=kit_columns, file=name, line=number)

@@ -5,7 +5,6 @@ of each character. Indentation and line breaks are kept: code depends on them.
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import ftfy

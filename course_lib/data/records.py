@@ -58,3 +58,8 @@ def filter_with_reasons(dataset, judge: Callable[[dict[str, Any]], str], step: s
     """Drop the records ``judge`` gives a reason for, and report each reason (see :func:`judge_records`)."""
     kept, removed = judge_records(dataset, judge, step, num_proc)
     return kept, summarize(step, len(dataset), len(kept), removed=removed)
+
+
+def canonical_text(text: str) -> str:
+    """Lower-cased text with runs of whitespace collapsed (for exact matching)."""
+    return " ".join(text.lower().split())

@@ -24,11 +24,9 @@ class Task:
         reference: what the gold judge needs (serialized to JSON in records).
         good: a response the gold judge scores near 1.
         flawed: one response per kind in :data:`FLAW_KINDS`, each scored lower than ``good``.
-        cue: the template key that produced the task (used to stratify and to report).
     """
 
     prompt: list[dict[str, str]]
     reference: dict[str, Any]
     good: str
     flawed: dict[str, str] = field(default_factory=dict)
-    cue: str = ""

@@ -214,7 +214,7 @@ def sample_task(rng: random.Random) -> Task:
         "malformed": f"Sure! def {sig}:\n{body}",
         "terse": _block(f"def {sig}:\n    pass"),
     }
-    return Task(prompt=prompt, reference=reference, good=_block(solution), flawed=flawed, cue=spec["key"])
+    return Task(prompt=prompt, reference=reference, good=_block(solution), flawed=flawed)
 
 
 # --- the standard library as a source of real code -------------------------------------------
@@ -301,8 +301,7 @@ def stdlib_task(function: Mapping[str, Any], rng: random.Random) -> Task:
         "malformed": f"Sure! {sig}\nreturn None",
         "terse": _block(f"{sig}\n    pass"),
     }
-    return Task(prompt=prompt, reference=reference, good=_block(function["solution"]), flawed=flawed,
-                cue="stdlib")
+    return Task(prompt=prompt, reference=reference, good=_block(function["solution"]), flawed=flawed)
 
 
 # --- HumanEval: evaluation only ----------------------------------------------------------------
@@ -335,7 +334,7 @@ def humaneval_tasks(limit: int | None = None) -> list[Task]:
                 "solution": problem["prompt"] + problem["canonical_solution"],
             }
             tasks.append(Task(prompt=[{"role": "user", "content": user}], reference=reference,
-                              good=_block(problem["prompt"] + problem["canonical_solution"]), cue="humaneval"))
+                              good=_block(problem["prompt"] + problem["canonical_solution"])))
             if limit is not None and len(tasks) >= limit:
                 break
     return tasks

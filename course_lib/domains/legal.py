@@ -197,7 +197,7 @@ def sample_task(rng: random.Random) -> Task:
         "malformed": f"i think this one is about {clause_type.lower()}... {plain.lower()}",
         "terse": f"Clause type: {clause_type}.",
     }
-    return Task(prompt=prompt, reference=reference, good=good, flawed=flawed, cue=clause_type)
+    return Task(prompt=prompt, reference=reference, good=good, flawed=flawed)
 
 
 def gold_score(reference: str | Mapping[str, Any], response: str) -> JudgeResult:

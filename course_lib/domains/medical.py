@@ -133,7 +133,7 @@ def sample_task(rng: random.Random) -> Task:
         "malformed": f"hmm, {reason.lower()} i would say {level} maybe",
         "terse": f"Triage: {level}.",
     }
-    return Task(prompt=prompt, reference=reference, good=good, flawed=flawed, cue=level)
+    return Task(prompt=prompt, reference=reference, good=good, flawed=flawed)
 
 
 def gold_score(reference: str | Mapping[str, Any], response: str) -> JudgeResult:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import code, legal, medical
@@ -326,8 +326,3 @@ def build_seed_sets(seed: int = 0, sizes: SeedSizes | dict[str, Any] | None = No
     random.Random(f"{seed}-order").shuffle(prefs)
     return SeedSets(sft=sft, prefs=prefs, eval_prompts=evals, humaneval=humaneval, planted=planted,
                     flaws=flaws, pair_kinds=pair_kinds)
-
-
-def sizes_dict(sizes: SeedSizes) -> dict[str, Any]:
-    """The sizes as a plain dict (for reports and content hashes)."""
-    return asdict(sizes)

@@ -15,7 +15,7 @@ import krippendorff
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
 
-from .annotators import CachedJudge, Judge, as_cached, gold_choice
+from .annotators import GOLD_TIE_MARGIN, CachedJudge, Judge, as_cached, gold_choice
 
 JUDGED_CHOICES = ("A", "tie", "B")
 """The answers that carry a judgement, in the order that makes ``tie`` lie between A and B."""
@@ -104,7 +104,7 @@ def gold_agreement(
     pairs: list[Mapping[str, Any]],
     labels: Iterable[Mapping[str, Any]],
     judge: Judge | CachedJudge | None = None,
-    tie_margin: float = 0.0,
+    tie_margin: float = GOLD_TIE_MARGIN,
 ) -> dict[str, AgreementScore]:
     """Each annotator's accuracy against the gold judge, over the pairs they judged.
 

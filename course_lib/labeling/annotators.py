@@ -16,6 +16,9 @@ from typing import Any, Callable, Mapping
 from .pairs import response_text
 from .store import LabelStore, timestamp_now
 
+GOLD_TIE_MARGIN = 0.02
+"""Gold-score difference at or below which two replies count as a tie, wherever ties are called."""
+
 Judge = Callable[[str, Any, str], Any]
 """``judge(domain, reference, response)`` returning a result with a ``.score`` in [0, 1]."""
 
@@ -60,7 +63,9 @@ def as_cached(judge: Judge | CachedJudge | None) -> CachedJudge:
     return judge if isinstance(judge, CachedJudge) else CachedJudge(judge)
 
 
-def gold_choice(pair: Mapping[str, Any], judge: Judge | CachedJudge | None = None, tie_margin: float = 0.0) -> str:
+def gold_choice(
+    pair: Mapping[str, Any], judge: Judge | CachedJudge | None = None, tie_margin: float = GOLD_TIE_MARGIN
+) -> str:
     """What the gold judge prefers: ``"A"``, ``"B"``, or ``"tie"`` when the scores are within ``tie_margin``."""
     score_a, score_b = as_cached(judge).pair_scores(pair)
     if abs(score_a - score_b) <= tie_margin:
@@ -94,7 +99,7 @@ class SimulatedAnnotator:
     noise: float = 0.0
     length_bias: float = 0.0
     position_bias: float = 0.0
-    tie_margin: float = 0.02
+    tie_margin: float = GOLD_TIE_MARGIN
     skip_rate: float = 0.0
     seed: int = 0
     judge: Judge | CachedJudge | None = field(default=None, repr=False)

@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..data.io import iter_jsonl
 from ..errors import DataError
 
 PAIR_FIELDS = ("id", "domain", "reference", "prompt", "response_a", "response_b")
@@ -70,36 +71,23 @@ def read_pairs(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     pairs: list[dict[str, Any]] = []
     first_line_of: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"not valid JSON ({err.msg})", file=path, line=line_no) from None
-            pair = validate_pair(record, file=path, line=line_no)
-            if pair["id"] in first_line_of:
-                raise DataError(
-                    f"id {pair['id']!r} already used on line {first_line_of[pair['id']]}; ids must be unique",
-                    file=path,
-                    line=line_no,
-                    field="id",
-                )
-            first_line_of[pair["id"]] = line_no
-            pairs.append(pair)
+    for line_no, record in iter_jsonl(path):
+        pair = validate_pair(record, file=path, line=line_no)
+        if pair["id"] in first_line_of:
+            raise DataError(
+                f"id {pair['id']!r} already used on line {first_line_of[pair['id']]}; ids must be unique",
+                file=path,
+                line=line_no,
+                field="id",
+            )
+        first_line_of[pair["id"]] = line_no
+        pairs.append(pair)
     return pairs
 
 
 def response_text(pair: Mapping[str, Any], side: str) -> str:
     """The text of response ``"A"`` or ``"B"`` of a pair."""
     return pair[f"response_{side.lower()}"][0]["content"]
-
-
-def prompt_text(pair: Mapping[str, Any]) -> str:
-    """The last user message of a pair's prompt (what the responses answer)."""
-    user_messages = [m["content"] for m in pair["prompt"] if m["role"] == "user"]
-    return user_messages[-1] if user_messages else pair["prompt"][-1]["content"]
 
 
 def sample_pairs(n: int, seed: int = 0, domains: tuple[str, ...] | None = None) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from ..data import load_records
 from ..errors import ConfigError
 from ..labeling import SimulatedAnnotator, labels_to_preferences, preferences_to_pairs, select_next
 from ..models import load_tokenizer
+from ..stats import t_interval
 from .base import RunContext
 from .reward import gold_preference, pair_margins, score_conversations, train_reward_model
 from .reward_config import RewardStageConfig
@@ -52,18 +53,6 @@ class LabelCurveConfig:
             raise ConfigError("expected at least one seed", key="seeds")
 
 
-def _interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t-interval over seeds (a point when there is one seed)."""
-    from scipy import stats
-
-    arr = np.asarray(values, dtype=float)
-    mean = float(arr.mean())
-    if len(arr) < 2:
-        return mean, mean, mean
-    half = float(stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / np.sqrt(len(arr)))
-    return mean, mean - half, mean + half
-
-
 def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress=print) -> dict[str, Any]:
     """Run the experiment; returns ``{"label_counts", "curves": {strategy: {"x", "mean", "low", "high", "per_seed"}}}``."""
     profile = run.profile
@@ -85,7 +74,8 @@ def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress=prin
         for strategy in cfg.strategies:
             chosen = list(first)
             labels = [annotator.label(pool[i]) for i in chosen]
-            accuracies = []
+            accuracies: list[float] = []
+            members: list = []  # the ensemble of the previous round scores the pool for active strategies
             for round_index, count in enumerate(cfg.label_counts):
                 if round_index:
                     labeled_ids = {pool[i]["id"] for i in chosen}
@@ -113,7 +103,7 @@ def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress=prin
 
     curves = {}
     for strategy, runs in per_seed.items():
-        points = [_interval([r[i] for r in runs]) for i in range(len(cfg.label_counts))]
+        points = [t_interval([r[i] for r in runs]) for i in range(len(cfg.label_counts))]
         curves[strategy] = {"x": list(cfg.label_counts), "mean": [p[0] for p in points], "low": [p[1] for p in points],
                             "high": [p[2] for p in points], "per_seed": runs}
     return {"label_counts": list(cfg.label_counts), "curves": curves}
