@@ -138,6 +138,7 @@ def test_decontamination_against_every_eval_set():
     assert [r["id"] for r in out] == ["c1", "c2", "c3", "c4"] and untouched(out)
     assert report.details["removed_by_eval_set"] == {"eval_prompts": 1, "humaneval": 1}
     assert report.details["leaked_eval_ids"] == {"eval_prompts": ["e1"], "humaneval": ["he0"]}
+    assert set(report.removals) == {"l1", "l2"} and all(report.removals.values())  # every removal, with its reason
 
 
 def test_stratified_split_keeps_domain_proportions():

@@ -21,6 +21,7 @@ class StepReport:
         reasons: removed (or, for steps that only edit, changed) records per reason.
         changed: records edited in place (normalization, PII scrubbing).
         examples: a few ``{"id", "reason", "text"}`` of what was removed or changed.
+        removals: every removed record's id and the reason it was removed.
         details: step-specific extras (PII counts per type, matched evaluation ids...).
     """
 
@@ -31,6 +32,7 @@ class StepReport:
     reasons: dict[str, int] = field(default_factory=dict)
     changed: int = 0
     examples: list[dict[str, str]] = field(default_factory=list)
+    removals: dict[str, str] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -66,4 +68,5 @@ def summarize(step: str, before: int, after: int, removed: list[tuple[str, str, 
                 for rid, _, reason, text in [*removed, *changed][:MAX_EXAMPLES]]
     return StepReport(step=step, before=before, after=after,
                       removed_by_domain=dict(Counter(domain for _, domain, _, _ in removed)),
-                      reasons=dict(reasons), changed=len(changed), examples=examples, details=details or {})
+                      reasons=dict(reasons), changed=len(changed), examples=examples,
+                      removals={rid: reason for rid, _, reason, _ in removed}, details=details or {})
