@@ -157,7 +157,8 @@ def reward_trainer_batch(run: RunContext, n_pairs: int = 8, seed: int = 0):
     rows = [dict(r) for r in load_records(run.data_file("prefs_train.jsonl"), "preference")][:n_pairs]
     trainer = make_reward_trainer(run.profile, sft_dir, tok, rows, RewardStageConfig(max_steps=1), seed,
                                   Path(tempfile.mkdtemp(prefix="reward_probe_")))
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    # The trainer drops pairs longer than max_length, so the batch may hold fewer than n_pairs.
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
     return trainer, {k: v.to(trainer.model.device) for k, v in batch.items()}
 
 
