@@ -242,3 +242,29 @@ def test_regenerating_a_card_keeps_the_hand_written_text(tmp_path):
     assert "Written by hand." in updated and "Also by hand." in updated
     assert "new numbers" in updated and "old numbers" not in updated
     assert replace_generated(updated, "new numbers\n") == updated
+
+
+def test_labeled_preferences_get_the_same_hygiene(tmp_path):
+    from course_lib.data import curate_labeled_preferences
+
+    paths = ensure_curated_data(tmp_path, seed=0, sizes=SMALL)
+    stamp = paths["eval_prompts"].stat().st_mtime_ns
+    leaked_prompt = next(iter(load_records(paths["eval_prompts"], "prompt", cache_dir=tmp_path / "c")))["prompt"]
+
+    def row(rid, prompt, chosen):
+        return {"id": rid, "domain": "legal", "reference": "{}", "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": "no idea"}]}
+
+    clean_prompt = [{"role": "user", "content": "Supplier shall pay Customer within 30 days. What clause is this?"}]
+    rows = [row("ok", clean_prompt, "Clause type: Payment Terms. In plain words: pay within 30 days."),
+            row("dup", clean_prompt, "Clause type: Payment Terms. In plain words: pay within 30 days."),
+            row("pii", [{"role": "user", "content": "Name this clause for jane.roe@example.com: Tenant shall keep it secret."}],
+                "Clause type: Confidentiality. In plain words: keep it secret."),
+            row("leak", leaked_prompt, "Clause type: Termination. In plain words: it can end.")]
+    kept, steps = curate_labeled_preferences(rows, tmp_path)
+    assert [r["id"] for r in kept] == ["ok", "pii"]
+    assert "jane.roe@example.com" not in json.dumps(kept)
+    removed = {rid: step.step for step in steps for rid in step.removals}
+    assert removed == {"dup": "exact_dedup", "leak": "decontaminate"}
+    assert paths["eval_prompts"].stat().st_mtime_ns == stamp  # the run's own build is reused, not replaced
+    assert curate_labeled_preferences([], tmp_path) == ([], [])

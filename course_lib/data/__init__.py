@@ -11,7 +11,7 @@ from .export import check_openai_record, export_openai, to_openai
 from .io import iter_records, load_records, save_records
 from .normalize import normalize_step, normalize_text
 from .pii import PII_TYPES, find_pii, luhn_valid, pii_step, scrub_pii
-from .pipeline import CurationConfig, curate, ensure_curated_data, load_report
+from .pipeline import CurationConfig, curate, curate_labeled_preferences, ensure_curated_data, load_report
 from .quality import QualityRules, quality_step
 from .report import StepReport
 from .schema import validate_record

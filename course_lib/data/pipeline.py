@@ -281,3 +281,34 @@ def ensure_curated_data(run_dir: str | Path, seed: int = 0, sizes: SeedSizes | d
 def load_report(run_dir: str | Path) -> dict[str, Any]:
     """The curation report of a run (after :func:`ensure_curated_data`)."""
     return json.loads((Path(run_dir) / "data" / REPORT_FILE).read_text(encoding="utf-8"))
+
+
+def curate_labeled_preferences(rows: list[dict[str, Any]], run_dir: str | Path) -> tuple[list[dict[str, Any]], list[StepReport]]:
+    """Put preference rows made from labels through the same hygiene as the curated data.
+
+    Pairs labeled in a workshop never went through notebook 01: they are normalised,
+    PII-scrubbed, exact-deduplicated and decontaminated against the run's evaluation sets
+    before the reward model sees them. Introduced in ``notebooks/labeling/label_preferences``.
+
+    Args:
+        rows: TRL preference rows (``labels_to_preferences`` output).
+        run_dir: the run whose evaluation sets to check against (built with the defaults
+            if the run has none yet; an existing build is never replaced).
+
+    Returns:
+        The kept rows and one report per step (what was removed or changed, and why).
+    """
+    import datasets
+
+    if not rows:
+        return [], []
+    data_dir = Path(run_dir) / "data"
+    if not all((data_dir / OUTPUT_FILES[name]).exists() for name in ("eval_prompts", "humaneval")):
+        ensure_curated_data(run_dir)
+    eval_sets = {name: list(load_records(data_dir / OUTPUT_FILES[name], "prompt")) for name in ("eval_prompts", "humaneval")}
+    funnel = _Funnel("labeled", datasets.Dataset.from_list([dict(r) for r in rows]))
+    funnel.run(normalize_step)
+    funnel.run(pii_step)
+    funnel.run(exact_dedup_step)
+    funnel.run(decontaminate_step, eval_sets)
+    return [dict(r) for r in funnel.dataset], funnel.steps
