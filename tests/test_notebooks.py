@@ -94,3 +94,20 @@ def test_whole_track_runs_headless(tmp_path):
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
     state = json.loads((run_dir / "track_state.json").read_text())
     assert all(s["status"] == "done" for s in state["notebooks"].values())
+
+
+@pytest.mark.notebooks
+def test_labeling_notebook_runs_headless_with_simulated_annotators(tmp_path):
+    """The workshop's labeling notebook end to end: labels -> curated TRL rows the reward stage reads."""
+    import papermill
+
+    from course_lib.data import load_records
+
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "labeling" / "label_preferences.ipynb"), str(tmp_path / "out.ipynb"),
+        parameters={"RUN_DIR": str(tmp_path), "SIMULATE": True, "NUM_PAIRS": 15}, progress_bar=False, cwd=str(REPO),
+    )
+    recorded = load_metrics(tmp_path)["label_preferences"]
+    assert recorded["agreement"]["n_annotators"] == 3 and recorded["conversion"]["pairs"] == 15
+    rows = list(load_records(tmp_path / "data" / "prefs_labeled.jsonl", "preference"))
+    assert len(rows) == recorded["rows_after_curation"] > 0
