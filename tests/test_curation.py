@@ -68,6 +68,21 @@ def test_quality_filters_each_problem_with_its_reason():
     assert report.removed_by_domain == {"legal": 5}
 
 
+def test_quality_lets_a_degenerate_rejected_reply_through_but_not_a_degenerate_chosen_one():
+    def pair(rid, chosen, rejected):
+        return {"id": rid, "domain": "legal", "reference": "{}", "prompt": [{"role": "user", "content": "Explain this clause."}],
+                "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}]}
+
+    good = "Clause type: Payment Terms. In plain words: Supplier must pay within 30 days."
+    pairs = [pair("terse-rejected", good, "Clause type: X."),
+             pair("looping-rejected", good, " ".join(["Supplier must pay."] * 15)),
+             pair("terse-chosen", "ok", good),
+             pair("markup-rejected", good, "Clause type: X.<|im_end|>")]
+    out, report = quality_step(ds(pairs))
+    assert [r["id"] for r in out] == ["terse-rejected", "looping-rejected"]
+    assert set(report.removals) == {"terse-chosen", "markup-rejected"}
+
+
 PLANTED_PII = {
     "email": "write to ana.lopez@example.org today",
     "phone": "call (415) 555-0134 after six",

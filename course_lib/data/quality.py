@@ -79,8 +79,11 @@ def quality_problem(record: dict[str, Any], rules: QualityRules) -> str:
         problem = turn_problem(record["prompt"], must_end_with_assistant=False)
         if not problem and record["prompt"][-1]["role"] != "user":
             problem = "malformed turns: the prompt does not end with the user"
-        answers = [m["content"] for name in ("chosen", "rejected") for m in record.get(name) or []]
-        if not problem and any(TEMPLATE_MARKUP.search(a) for a in answers):
+        # A rejected reply may be short or repetitive: that is what the pair teaches.
+        # Only the chosen reply must meet the length and repetition rules.
+        answers = [m["content"] for m in record.get("chosen") or []]
+        both = answers + [m["content"] for m in record.get("rejected") or []]
+        if not problem and any(TEMPLATE_MARKUP.search(a) for a in both):
             problem = "malformed turns: chat-template markup inside a message"
     if problem:
         return problem
