@@ -283,3 +283,13 @@ def test_labeled_preferences_get_the_same_hygiene(tmp_path):
     assert removed == {"dup": "exact_dedup", "leak": "decontaminate"}
     assert paths["eval_prompts"].stat().st_mtime_ns == stamp  # the run's own build is reused, not replaced
     assert curate_labeled_preferences([], tmp_path) == ([], [])
+
+
+def test_steps_give_the_same_result_with_worker_processes():
+    planted = [sft(f"p{i}", f"Hi, {text}. What does this clause mean?", "Clause type: Payment Terms. Pay.")
+               for i, text in enumerate(PLANTED_PII.values())]
+    records = ds(CLEAN + planted + [dict(CLEAN[0], id="dup")])
+    for step in (pii_step, exact_dedup_step, quality_step):
+        serial, serial_report = step(records)
+        parallel, parallel_report = step(records, num_proc=2)
+        assert list(serial) == list(parallel) and serial_report.to_dict() == parallel_report.to_dict()
