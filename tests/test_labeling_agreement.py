@@ -158,3 +158,18 @@ def test_widget_labels_feed_the_reward_stage_file_unchanged(tmp_path):
     read_back = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert read_back == list(rows)
     assert all(is_conversational(row) for row in read_back)
+
+
+def test_kappa_and_alpha_match_hand_computed_values():
+    """Ten pairs, two annotators agreeing on eight: po = 0.8 and pe = 0.5, so kappa = 0.6;
+    Krippendorff's coincidences give Do = 4/20 and De = 200/380, so alpha = 1 - 0.38 = 0.62."""
+    from course_lib.labeling import cohens_kappa, krippendorff_alpha
+
+    first = "AAAAABBBBB"
+    second = "AAAABBBBBA"
+    labels = [{"pair_id": f"p{i}", "annotator": name, "choice": choice}
+              for name, row in (("x", first), ("y", second)) for i, choice in enumerate(row)]
+    kappa = cohens_kappa(labels, "x", "y")
+    alpha = krippendorff_alpha(labels)
+    assert kappa.n_items == 10 and kappa.value == pytest.approx(0.6)
+    assert alpha.n_items == 10 and alpha.value == pytest.approx(0.62)
