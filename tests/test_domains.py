@@ -123,3 +123,15 @@ def test_domain_corpus_text_is_prompt_side_and_deterministic():
     assert text == domain_corpus_text(0) and 200_000 < len(text) < 600_000
     assert "Clause type: Indemnification." not in text and "Triage: emergency." not in text
     assert "shall indemnify" in text and "How urgent" in text and "Python" in text
+
+
+def test_code_preference_pairs_ordered_by_gold_judge_on_a_sample(seeds):
+    """Code pairs need a sandbox run per reply, so a sample of them is checked."""
+    planted = {i for ids in seeds.planted["prefs"].values() for i in ids}
+    sample = [p for p in seeds.prefs if p["domain"] == "code" and p["id"] not in planted
+              and "-" not in p["id"].split("pref-")[-1]][:15]
+    assert len(sample) == 15
+    for pair in sample:
+        chosen = gold_score("code", pair["reference"], pair["chosen"][0]["content"]).score
+        rejected = gold_score("code", pair["reference"], pair["rejected"][0]["content"]).score
+        assert chosen > rejected, pair["id"]
