@@ -19,7 +19,7 @@ from .splits import stratified_split
 
 __all__ = [
     "PII_TYPES", "CurationConfig", "QualityRules", "StepReport", "augment_step", "check_openai_record",
-    "content_hash", "curate", "decontaminate_step", "ensure_curated_data", "exact_dedup_step", "export_openai",
+    "content_hash", "curate", "curate_labeled_preferences", "decontaminate_step", "ensure_curated_data", "exact_dedup_step", "export_openai",
     "find_pii", "iter_records", "load_records", "load_report", "luhn_valid", "minilm_embed", "near_dedup_step",
     "normalize_step", "normalize_text", "paraphrase", "pii_step", "prompt_diversity", "quality_step",
     "save_records", "scrub_pii", "semantic_dedup_step", "stratified_split", "to_openai", "validate_record",

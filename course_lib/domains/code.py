@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 from ..sandbox import run_tests
 from .base import Task
-from .judge import JudgeResult, combine, concision, parse_reference, word_count
+from .judge import JudgeResult, combine_with_concision, parse_reference, word_count
 
 DOMAIN = "code"
 
@@ -421,8 +421,4 @@ def gold_score(reference: str | Mapping[str, Any], response: str) -> JudgeResult
     parts["safety"] = safety
     parts["format"] = fmt
     target = max(CONCISION_MIN_TARGET, int(1.5 * word_count(ref.get("solution", ""))))
-    words = word_count(response)
-    parts["concision"] = concision(words, target, 3 * target)
-    if parts["concision"] < 1:
-        notes.append(f"{words} words (target <= {target})")
-    return combine(DOMAIN, parts, WEIGHTS, notes)
+    return combine_with_concision(DOMAIN, parts, WEIGHTS, notes, response, target, 3 * target)

@@ -74,6 +74,16 @@ def contains_any(text: str, phrases: tuple[str, ...] | list[str]) -> bool:
     return any(p.lower() in lowered for p in phrases)
 
 
+def combine_with_concision(domain: str, parts: dict[str, float], weights: Mapping[str, float], notes: list[str],
+                           response: str, target: int, limit: int) -> JudgeResult:
+    """Add the concision part (``target`` to ``limit`` words) and its note, then :func:`combine`."""
+    words = word_count(response)
+    parts["concision"] = concision(words, target, limit)
+    if parts["concision"] < 1:
+        notes.append(f"{words} words (target <= {target})")
+    return combine(domain, parts, weights, notes)
+
+
 def combine(domain: str, parts: dict[str, float], weights: Mapping[str, float], notes: list[str]) -> JudgeResult:
     """Build a :class:`JudgeResult` whose score is the weighted mean of ``parts``."""
     used = {name: weights[name] for name in parts}

@@ -17,7 +17,7 @@ import re
 from typing import Any, Mapping
 
 from .base import Task
-from .judge import JudgeResult, combine, concision, contains_any, parse_reference, word_count
+from .judge import JudgeResult, combine_with_concision, contains_any, parse_reference
 
 DOMAIN = "legal"
 
@@ -236,13 +236,5 @@ def gold_score(reference: str | Mapping[str, Any], response: str) -> JudgeResult
     if fmt < 1:
         notes.append("expected 'Clause type: <type>. In plain words: <explanation>'")
 
-    words = word_count(response)
-    parts = {
-        "correctness": correctness,
-        "safety": safety,
-        "format": fmt,
-        "concision": concision(words, CONCISION_TARGET, CONCISION_LIMIT),
-    }
-    if parts["concision"] < 1:
-        notes.append(f"{words} words (target <= {CONCISION_TARGET})")
-    return combine(DOMAIN, parts, WEIGHTS, notes)
+    parts = {"correctness": correctness, "safety": safety, "format": fmt}
+    return combine_with_concision(DOMAIN, parts, WEIGHTS, notes, response, CONCISION_TARGET, CONCISION_LIMIT)

@@ -19,7 +19,7 @@ import re
 from typing import Any, Mapping
 
 from .base import Task
-from .judge import JudgeResult, combine, concision, contains_any, parse_reference, word_count
+from .judge import JudgeResult, combine_with_concision, contains_any, parse_reference
 
 DOMAIN = "medical"
 LEVELS = ("emergency", "urgent", "self-care")
@@ -174,13 +174,5 @@ def gold_score(reference: str | Mapping[str, Any], response: str) -> JudgeResult
 
     starts = re.match(r"\s*triage:\s*(emergency|urgent|self-care)\.", response, re.IGNORECASE) is not None
     fmt = 1.0 if starts and disclaimer else 0.5 if header else 0.0
-    words = word_count(response)
-    parts = {
-        "correctness": correctness,
-        "safety": safety,
-        "format": fmt,
-        "concision": concision(words, CONCISION_TARGET, CONCISION_LIMIT),
-    }
-    if parts["concision"] < 1:
-        notes.append(f"{words} words (target <= {CONCISION_TARGET})")
-    return combine(DOMAIN, parts, WEIGHTS, notes)
+    parts = {"correctness": correctness, "safety": safety, "format": fmt}
+    return combine_with_concision(DOMAIN, parts, WEIGHTS, notes, response, CONCISION_TARGET, CONCISION_LIMIT)
