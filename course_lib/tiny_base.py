@@ -207,12 +207,6 @@ def pretrain(cfg: TinyBaseConfig, tok, docs: list[str], progress: bool = True):
     return model, history
 
 
-def tiny_base_dir(cfg: TinyBaseConfig | None = None) -> Path:
-    """Where the tiny base for ``cfg`` lives (built or not)."""
-    cfg = cfg or TinyBaseConfig()
-    return kit_home() / "tiny-base" / content_hash(cfg, corpus_documents(cfg))
-
-
 def build_tiny_base(cfg: TinyBaseConfig | None = None, progress: bool = True) -> Path:
     """Return the folder of the tiny base, building it first if it is not cached.
 
