@@ -23,7 +23,7 @@ import nbformat
 import pytest
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from course_lib.labeling import LabelStore
 
@@ -170,7 +170,6 @@ def test_clicks_in_the_rendered_widget_land_in_the_store(lab):
             def expect_pair(pair_id: str) -> None:
                 widget.get_by_role("heading", name=f"Pair {pair_id} ").wait_for(timeout=30_000)
 
-
             expect_pair("p0")
             widget.locator(".labeling-rationale textarea").fill("A adds, B subtracts")
             widget.locator(".labeling-choice-A").click()
@@ -189,7 +188,8 @@ def test_clicks_in_the_rendered_widget_land_in_the_store(lab):
             keys.press_sequentially("u")  # undo: p2 comes back with its rationale
             wait_for_records(store_path, 4)
             expect_pair("p2")
-            assert rationale.input_value() == "changed my mind"
+            # Widget updates reach the page asynchronously: wait for the value, don't read it once.
+            expect(rationale).to_have_value("changed my mind", timeout=30_000)
             rationale.fill("")
             widget.locator(".labeling-choice-skip").click()
             wait_for_records(store_path, 5)

@@ -175,8 +175,9 @@ class LabelingWidget(widgets.VBox):
             self._say("Nothing to undo.", "warning")
             return
         ids = [pair["id"] for pair in self.pairs]
-        self._show(ids.index(label["pair_id"]) if label["pair_id"] in ids else self._next_unlabeled())
+        # Rationale first: the frontend applies updates in order, so the pair never shows without it.
         self.rationale.value = label["rationale"]
+        self._show(ids.index(label["pair_id"]) if label["pair_id"] in ids else self._next_unlabeled())
         self._say(f"Undid {label['choice']} for pair {html.escape(label['pair_id'])}; label it again.", "warning")
 
     def press_key(self, key: str) -> None:
