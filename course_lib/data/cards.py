@@ -9,6 +9,7 @@ written by people and never touched. The shipped cards live in the repository's
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,35 @@ def missing_sections(text: str) -> list[str]:
     """Required headings a card lacks (empty when the card is complete)."""
     headings = {h.strip().lower() for h in re.findall(r"^#{2,3} (.+)$", text, flags=re.MULTILINE)}
     return [s for s in REQUIRED_SECTIONS if s.lower() not in headings]
+
+
+def refresh_shipped_cards(out_dir: str | Path = SHIPPED_CARDS_DIR, profile: str = "tiny-cpu",
+                          seed: int = 0) -> list[Path]:
+    """Rebuild the default curation and rewrite the generated part of every shipped card.
+
+    The shipped cards describe the build notebook 01 makes with ``profile``'s data sizes.
+    Run ``python -m course_lib.data.cards`` after changing a generator or a curation step;
+    a test fails while the shipped cards and a fresh build disagree.
+
+    Args:
+        out_dir: where the refreshed cards go (the repository's ``data_cards/`` by default).
+        profile: the profile whose ``data`` section sets the sizes.
+        seed: the curation seed.
+
+    Returns:
+        The paths written.
+    """
+    from ..config import load_profile
+    from .pipeline import CurationConfig, ensure_curated_data, load_report
+
+    data = load_profile(profile).data
+    sizes = {"sft_per_domain": data.sft_per_domain, "prefs_per_domain": data.prefs_per_domain,
+             "eval_per_domain": data.eval_per_domain}
+    with tempfile.TemporaryDirectory(prefix="course-lib-cards-") as run_dir:
+        ensure_curated_data(run_dir, config=CurationConfig(seed=seed, sizes=sizes))
+        return write_data_cards(load_report(run_dir), out_dir)
+
+
+if __name__ == "__main__":
+    for written in refresh_shipped_cards():
+        print(f"refreshed {written}")
