@@ -43,10 +43,17 @@ def bootstrap_ci(
     return estimate, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def t_interval(values: Sequence[float], confidence: float = 0.95,
+               bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
     """Mean and Student-t interval of a few repetitions (e.g. one value per seed).
 
     With one value the interval is that point: a single seed says nothing about spread.
+
+    Args:
+        values: one measurement per repetition.
+        confidence: the interval's coverage.
+        bounds: the range the quantity cannot leave (``(0, 1)`` for an accuracy); with few
+            repetitions the t interval is wide and is clipped to it.
 
     Returns:
         ``(mean, low, high)``.
@@ -60,4 +67,7 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     if data.size < 2:
         return mean, mean, mean
     half = float(stats.t.ppf(0.5 + confidence / 2, data.size - 1) * data.std(ddof=1) / np.sqrt(data.size))
-    return mean, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, low, high

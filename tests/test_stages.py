@@ -116,6 +116,23 @@ def test_reward_stage_outputs_and_metrics(trained_run):
     assert (result.output_dir / "member_1" / "adapter_model.safetensors").is_file()
 
 
+def test_scores_come_back_in_the_conversations_order(trained_run):
+    """Scoring batches by length must not mix up whose score is whose."""
+    from course_lib.data import load_records
+    from course_lib.models import load_tokenizer
+    from course_lib.stages.reward import score_conversations, train_reward_model
+
+    sft_dir = trained_run.artifact("sft", "merged", "02_sft")
+    tok = load_tokenizer(trained_run.profile, str(sft_dir))
+    pairs = [dict(p) for p in load_records(trained_run.data_file("prefs_val.jsonl"), "preference")][:6]
+    model = train_reward_model(trained_run.profile, sft_dir, tok, pairs, RewardStageConfig(max_steps=2), seed=0)[0]
+    conversations = [p["prompt"] + p[side] for p in pairs for side in ("chosen", "rejected")]
+    assert len({len(str(c)) for c in conversations}) > 1  # lengths differ, so the batches are reordered
+    one_by_one = [score_conversations(model, tok, [c])[0] for c in conversations]
+    assert score_conversations(model, tok, conversations, batch_size=4) == pytest.approx(one_by_one, abs=1e-4)
+    assert score_conversations(model, tok, []).shape == (0,)
+
+
 def test_bradley_terry_by_hand_equals_the_trainer(trained_run):
     trainer, batch = reward_trainer_batch(trained_run, n_pairs=4)
     model = trainer.model.eval()
@@ -196,3 +213,20 @@ def test_labels_from_the_widget_store_train_the_reward_model_unchanged(trained_r
     result = run_reward(RewardStageConfig(max_steps=2, train_file="prefs_labeled.jsonl", length_probe_pairs=2,
                                           bootstrap_resamples=100), run)
     assert result.metrics["train_pairs"] == 6
+
+
+def test_label_efficiency_curve_shares_its_first_point_across_strategies(trained_run):
+    from course_lib.stages.reward_active import LabelCurveConfig, label_efficiency_curve
+
+    cfg = LabelCurveConfig(label_counts=(6, 12), seeds=(0, 1), max_steps=2, batch_size=4)
+    messages = []
+    curve = label_efficiency_curve(trained_run, cfg, progress=messages.append)
+    assert curve["label_counts"] == [6, 12] and set(curve["curves"]) == {"random", "uncertainty"}
+    for line in curve["curves"].values():
+        assert line["x"] == [6, 12] and len(line["per_seed"]) == 2
+        assert all(0 <= low <= mean <= high <= 1 for low, mean, high in zip(line["low"], line["mean"], line["high"]))
+    firsts = {strategy: [run[0] for run in line["per_seed"]] for strategy, line in curve["curves"].items()}
+    assert firsts["random"] == firsts["uncertainty"]  # the same random first labels, trained once
+    assert len(messages) == 2 * (1 + 2)  # per seed: the shared point, then one point per strategy
+    with pytest.raises(ConfigError, match="label counts"):
+        LabelCurveConfig(label_counts=(12, 6))

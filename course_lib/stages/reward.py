@@ -42,14 +42,20 @@ def score_conversations(model, tokenizer, conversations: Sequence[list[dict[str,
     import torch
 
     texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
-    scores = []
+    if not texts:
+        return np.empty(0, dtype=np.float32)
+    # Batches of similar length waste little compute on padding (2-3x faster on CPU).
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    order = np.argsort(lengths, kind="stable")
+    scores = np.empty(len(texts), dtype=np.float32)
     model.eval()
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False,
+        rows = order[start : start + batch_size]
+        batch = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False,
                           truncation=True, max_length=1024).to(model.device)
-        with torch.no_grad():
-            scores.append(model(**batch).logits[:, 0].float().cpu())  # (batch,)
-    return torch.cat(scores).numpy()
+        with torch.inference_mode():
+            scores[rows] = model(**batch).logits[:, 0].float().cpu().numpy()  # (batch,)
+    return scores
 
 
 def pair_margins(model, tokenizer, pairs: Sequence[dict[str, Any]]) -> np.ndarray:

@@ -66,44 +66,48 @@ def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress=prin
         raise ConfigError(f"the pool holds {len(train_rows)} pairs, fewer than {cfg.label_counts[-1]} labels", key="label_counts")
     stage_cfg = RewardStageConfig(max_steps=cfg.max_steps, batch_size=cfg.batch_size)
 
+    def fit_and_score(pool, chosen, labels, seed):
+        """Train an ensemble on the labels so far; its members and held-out accuracy against gold."""
+        rows = labels_to_preferences([pool[i] for i in chosen], labels)
+        members = [train_reward_model(profile, sft_dir, tok, list(rows), stage_cfg, seed * 100 + m)[0]
+                   for m in range(cfg.ensemble_size)]
+        margin = np.mean([pair_margins(m, tok, val_rows) for m in members], axis=0)
+        return members, float((np.sign(margin[keep]) == gold[keep]).mean())
+
     per_seed: dict[str, list[list[float]]] = {s: [] for s in cfg.strategies}
     for seed in cfg.seeds:
         pool = preferences_to_pairs(train_rows, seed=seed)
         annotator = SimulatedAnnotator("simulated", noise=cfg.annotator_noise, seed=seed)
+        # Every strategy starts from the same random labels, so the first point is trained once.
         first = select_next(pool, cfg.label_counts[0], "random", seed=seed)
+        first_labels = [annotator.label(pool[i]) for i in first]
+        first_members, first_accuracy = fit_and_score(pool, first, first_labels, seed)
+        progress(f"seed {seed} {'all':>11}: {cfg.label_counts[0]:4d} labels -> accuracy {first_accuracy:.3f}")
         for strategy in cfg.strategies:
-            chosen = list(first)
-            labels = [annotator.label(pool[i]) for i in chosen]
-            accuracies: list[float] = []
-            members: list = []  # the ensemble of the previous round scores the pool for active strategies
-            for round_index, count in enumerate(cfg.label_counts):
-                if round_index:
-                    labeled_ids = {pool[i]["id"] for i in chosen}
-                    scores = None
-                    if strategy != "random":
-                        # Margins r(A) - r(B) of every pool pair under each ensemble member.
-                        scores = np.stack([
-                            score_conversations(m, tok, [p["prompt"] + p["response_a"] for p in pool])
-                            - score_conversations(m, tok, [p["prompt"] + p["response_b"] for p in pool])
-                            for m in members
-                        ])  # (ensemble, pool)
-                    new = select_next(pool, count - len(chosen), strategy, scores=scores, seed=seed + round_index, exclude=labeled_ids)
-                    chosen.extend(new)
-                    labels.extend(annotator.label(pool[i]) for i in new)
-                rows = labels_to_preferences([pool[i] for i in chosen], labels)
-                members = [
-                    train_reward_model(profile, sft_dir, tok, list(rows), stage_cfg, seed * 100 + m)[0]
-                    for m in range(cfg.ensemble_size)
-                ]
-                margin = np.mean([pair_margins(m, tok, val_rows) for m in members], axis=0)
-                accuracy = float((np.sign(margin[keep]) == gold[keep]).mean())
+            chosen, labels = list(first), list(first_labels)
+            members, accuracies = first_members, [first_accuracy]
+            for round_index, count in enumerate(cfg.label_counts[1:], start=1):
+                labeled_ids = {pool[i]["id"] for i in chosen}
+                scores = None
+                if strategy != "random":
+                    # Margins r(A) - r(B) of every pool pair under each member of the last ensemble.
+                    scores = np.stack([
+                        score_conversations(m, tok, [p["prompt"] + p["response_a"] for p in pool])
+                        - score_conversations(m, tok, [p["prompt"] + p["response_b"] for p in pool])
+                        for m in members
+                    ])  # (ensemble, pool)
+                new = select_next(pool, count - len(chosen), strategy, scores=scores, seed=seed + round_index,
+                                  exclude=labeled_ids)
+                chosen.extend(new)
+                labels.extend(annotator.label(pool[i]) for i in new)
+                members, accuracy = fit_and_score(pool, chosen, labels, seed)
                 accuracies.append(accuracy)
                 progress(f"seed {seed} {strategy:>11}: {count:4d} labels -> accuracy {accuracy:.3f}")
             per_seed[strategy].append(accuracies)
 
     curves = {}
     for strategy, runs in per_seed.items():
-        points = [t_interval([r[i] for r in runs]) for i in range(len(cfg.label_counts))]
+        points = [t_interval([r[i] for r in runs], bounds=(0.0, 1.0)) for i in range(len(cfg.label_counts))]
         curves[strategy] = {"x": list(cfg.label_counts), "mean": [p[0] for p in points], "low": [p[1] for p in points],
                             "high": [p[2] for p in points], "per_seed": runs}
     return {"label_counts": list(cfg.label_counts), "curves": curves}
