@@ -162,5 +162,7 @@ def refresh_shipped_cards(out_dir: str | Path = SHIPPED_CARDS_DIR, profile: str 
 
 
 if __name__ == "__main__":
+    if not SHIPPED_CARDS_DIR.is_dir():
+        raise SystemExit(f"no {SHIPPED_CARDS_DIR}: refresh the shipped cards from a source checkout of the kit")
     for written in refresh_shipped_cards():
         print(f"refreshed {written}")
