@@ -108,4 +108,5 @@ def test_command_line_success_prints_where_outputs_are(track_dir):
     )
     assert proc.returncode == 0, proc.stderr
     assert "Executed notebooks:" in proc.stdout and "report.html" in proc.stdout
+    assert "IPKernelApp" not in proc.stderr  # no kernel log noise between the progress lines
     assert load_metrics(track_dir.parent / "runs" / "ok")["00_first"]["value"] == 4
