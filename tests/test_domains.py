@@ -51,6 +51,14 @@ def test_sizes_and_mixed_quality(seeds):
         SeedSizes.from_any({"sft": 3})
 
 
+def test_a_profiles_data_section_sets_the_seed_sizes():
+    from course_lib.config import load_profile
+
+    data = load_profile("tiny-cpu", {"data.sft_per_domain": 40}).data
+    sizes = SeedSizes.from_any(data)
+    assert (sizes.sft_per_domain, sizes.prefs_per_domain, sizes.eval_per_domain) == (40, 300, 50)
+
+
 def test_answers_are_short_and_shaped():
     rng = random.Random(0)
     for domain in DOMAINS:

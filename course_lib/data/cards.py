@@ -153,11 +153,9 @@ def refresh_shipped_cards(out_dir: str | Path = SHIPPED_CARDS_DIR, profile: str 
     from ..config import load_profile
     from .pipeline import CurationConfig, ensure_curated_data, load_report
 
-    data = load_profile(profile).data
-    sizes = {"sft_per_domain": data.sft_per_domain, "prefs_per_domain": data.prefs_per_domain,
-             "eval_per_domain": data.eval_per_domain}
+    config = CurationConfig(seed=seed, sizes=load_profile(profile).data)
     with tempfile.TemporaryDirectory(prefix="course-lib-cards-") as run_dir:
-        ensure_curated_data(run_dir, config=CurationConfig(seed=seed, sizes=sizes))
+        ensure_curated_data(run_dir, config=config)
         return write_data_cards(load_report(run_dir), out_dir)
 
 

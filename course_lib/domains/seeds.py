@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Callable
 
 from . import code, legal, medical
@@ -63,12 +63,15 @@ class SeedSizes:
             raise ValueError(f"SeedSizes.planted_share must be in [0, 0.1], got {self.planted_share}")
 
     @classmethod
-    def from_any(cls, sizes: "SeedSizes | dict[str, Any] | None") -> "SeedSizes":
-        """Accept a SeedSizes, a dict of its fields (unknown keys rejected), or None (defaults)."""
+    def from_any(cls, sizes: "SeedSizes | dict[str, Any] | Any | None") -> "SeedSizes":
+        """Accept a SeedSizes, a dict of its fields (unknown keys rejected), another dataclass with
+        some of its fields (a profile's ``data`` section), or None (defaults)."""
         if sizes is None:
             return cls()
         if isinstance(sizes, cls):
             return sizes
+        if is_dataclass(sizes):
+            sizes = asdict(sizes)
         unknown = set(sizes) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown SeedSizes fields {sorted(unknown)}; "
