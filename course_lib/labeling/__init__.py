@@ -6,7 +6,7 @@ Introduced in ``03_reward_model``; workshop labeling happens in
 """
 from __future__ import annotations
 
-from .active import STRATEGIES, select_next
+from .active import STRATEGIES, ensemble_uncertainty, select_next
 from .agreement import AgreementScore, agreement_summary, cohens_kappa, gold_agreement, krippendorff_alpha
 from .annotators import CachedJudge, SimulatedAnnotator, gold_choice, simulated_panel
 from .pairs import preferences_to_pairs, read_pairs, sample_pairs, validate_pair
@@ -17,7 +17,7 @@ from .widget import LabelingWidget, render_message
 __all__ = [
     "AgreementScore", "CHOICES", "CachedJudge", "LabelStore", "LabelingWidget", "PreferenceRows",
     "STRATEGIES", "SimulatedAnnotator", "TIE_POLICIES", "TornLineWarning", "active_labels",
-    "agreement_summary", "cohens_kappa", "gold_agreement", "gold_choice", "krippendorff_alpha",
+    "agreement_summary", "cohens_kappa", "ensemble_uncertainty", "gold_agreement", "gold_choice", "krippendorff_alpha",
     "labels_to_preferences", "parse_store", "preferences_to_pairs", "read_pairs", "render_message", "sample_pairs",
     "select_next", "simulated_panel", "validate_pair",
 ]

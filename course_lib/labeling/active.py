@@ -23,11 +23,20 @@ import numpy as np
 STRATEGIES = ("uncertainty", "margin", "random")
 
 
+def ensemble_uncertainty(margins: np.ndarray) -> np.ndarray:
+    """Disagreement per pair: the spread across models of ``sigmoid(margin)``, shape ``(n_pairs,)``.
+
+    Args:
+        margins: reward margins, shape ``(n_models, n_pairs)``.
+    """
+    win_probability = 1.0 / (1.0 + np.exp(-np.asarray(margins, dtype=float)))  # (n_models, n_pairs)
+    return win_probability.std(axis=0)
+
+
 def _priorities(strategy: str, scores: np.ndarray) -> np.ndarray:
     """Per-pair priority, higher first. ``scores``: (n_models, n_pairs)."""
     if strategy == "uncertainty":
-        win_probability = 1.0 / (1.0 + np.exp(-scores))  # (n_models, n_pairs)
-        return win_probability.std(axis=0)
+        return ensemble_uncertainty(scores)
     return -np.abs(scores.mean(axis=0))
 
 

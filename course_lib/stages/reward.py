@@ -19,6 +19,7 @@ from ..atomic import atomic_write_jsonl
 from ..data import load_records
 from ..domains import gold_score
 from ..errors import DataError
+from ..labeling import ensemble_uncertainty
 from ..models import check_same_tokenizer, detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
 from ..stats import bootstrap_ci
 from .base import (
@@ -263,11 +264,10 @@ def run_reward(cfg: RewardStageConfig, run: RunContext, callbacks: list | None =
             fold_acc.append(float((np.sign(m[fold_labels != 0]) == fold_labels[fold_labels != 0]).mean()))
         kfold = {"folds": cfg.kfold, "accuracy": fold_acc, "mean": float(np.mean(fold_acc)), "std": float(np.std(fold_acc))}
 
-    # Uncertainty as in active learning: spread of the members' P(chosen wins) = sigmoid(margin).
-    win_probability = 1 / (1 + np.exp(-margins_arr))  # (ensemble, n_val)
+    uncertainty = ensemble_uncertainty(margins_arr)  # (n_val,), as active learning measures it
     rows = [
         {"id": r["id"], "domain": r["domain"], "gold_label": int(l), "margins": [float(x) for x in margins_arr[:, i]],
-         "mean_margin": float(mean_margin[i]), "uncertainty": float(win_probability[:, i].std())}
+         "mean_margin": float(mean_margin[i]), "uncertainty": float(uncertainty[i])}
         for i, (r, l) in enumerate(zip(val_rows, labels))
     ]
     atomic_write_jsonl(out / "pair_scores.jsonl", rows)
@@ -278,7 +278,7 @@ def run_reward(cfg: RewardStageConfig, run: RunContext, callbacks: list | None =
     metrics = {
         "accuracy": acc, "accuracy_ci_low": low, "accuracy_ci_high": high, "val_pairs": int(keep.sum()),
         "accuracy_by_domain": by_domain, "member_accuracy": member_acc, "ensemble_size": cfg.ensemble_size,
-        "mean_uncertainty": float(win_probability.std(axis=0).mean()),
+        "mean_uncertainty": float(uncertainty.mean()),
         "kfold": kfold, "length_bias": probe,
         "calibration": calibration_curve(mean_margin[keep], labels[keep], cfg.calibration_bins, cfg.seed),
         "train_pairs": len(train_rows), "train_losses": losses, "ledger": ledgers,
