@@ -45,15 +45,14 @@ def score_conversations(model, tokenizer, conversations: Sequence[list[dict[str,
     texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
     if not texts:
         return np.empty(0, dtype=np.float32)
+    input_ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=1024)["input_ids"]
     # Batches of similar length waste little compute on padding (2-3x faster on CPU).
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    order = np.argsort(lengths, kind="stable")
+    order = np.argsort([len(ids) for ids in input_ids], kind="stable")
     scores = np.empty(len(texts), dtype=np.float32)
     model.eval()
     for start in range(0, len(texts), batch_size):
         rows = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False,
-                          truncation=True, max_length=1024).to(model.device)
+        batch = tokenizer.pad({"input_ids": [input_ids[i] for i in rows]}, return_tensors="pt").to(model.device)
         with torch.inference_mode():
             scores[rows] = model(**batch).logits[:, 0].float().cpu().numpy()  # (batch,)
     return scores
