@@ -12,6 +12,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import platform
+import shutil
+import sys
 import sysconfig
 import time
 from dataclasses import dataclass, field
@@ -20,7 +23,17 @@ from pathlib import Path
 from filelock import FileLock
 
 from .atomic import atomic_path, atomic_write_json
+from .fingerprint import digest_json, source_digest
 from .paths import PACKAGE_DIR, kit_home
+
+SHIPPED_DIR = PACKAGE_DIR / "assets" / "tiny-base"
+"""The tiny base the kit ships (half precision), used by the ``tiny-base`` model name."""
+PROBE_TEXT = ("Someone with a mild sunburn on the shoulders needs only self-care. Rest and use simple home care.\n"
+              "def count_words(text):\n    \"\"\"Return the number of words separated by whitespace in text.\"\"\"\n"
+              "    return len(text.split())\n")
+"""A fixed text whose loss ``ship`` records in full and in half precision."""
+LOSS_TOLERANCE = 0.02
+"""Relative gap allowed between a rebuild's pretraining losses and the shipped build's, step for step."""
 
 BOS, EOS, PAD = "<|endoftext|>", "<|im_end|>", "<|pad|>"
 SPECIAL_TOKENS = [BOS, PAD, "<|im_start|>", EOS]
@@ -46,7 +59,8 @@ class TinyBaseConfig:
     Attributes are grouped: corpus, tokenizer, architecture, pretraining.
     """
 
-    stdlib_max_bytes: int = field(default=2_500_000, metadata={"help": "bytes of stdlib source in the corpus"})
+    stdlib_max_bytes: int = field(default=1_500_000, metadata={"help": "bytes of stdlib source in the corpus"})
+    knowledge_chars_per_domain: int = field(default=250_000, metadata={"help": "characters of domain knowledge per domain (0: none)"})
     vocab_size: int = field(default=4096, metadata={"help": "BPE vocabulary size, special tokens included"})
     hidden_size: int = field(default=192, metadata={"help": "width of the residual stream"})
     num_hidden_layers: int = field(default=4, metadata={"help": "transformer blocks"})
@@ -84,19 +98,20 @@ def stdlib_files(max_bytes: int) -> list[Path]:
     return chosen
 
 
-def _domain_text() -> str:
-    """Prompt-side text of the synthetic domains, so the tokenizer knows their words."""
-    from .domains import domain_corpus_text
-
-    return domain_corpus_text(seed=0)
-
-
 def corpus_documents(cfg: TinyBaseConfig) -> list[str]:
-    """The pretraining corpus as a list of documents, in a fixed order."""
+    """The pretraining corpus as a list of documents, in a fixed order.
+
+    The kit's prose, the domains' prompt-side text (so the tokenizer knows their words),
+    the domains' knowledge text (what a real base has read about law, first aid and
+    Python), then the standard library's source.
+    """
+    from .domains import domain_corpus_text, domain_knowledge_text
+
     docs = [p.read_text(encoding="utf-8") for p in sorted((PACKAGE_DIR / "corpus").glob("*.txt"))]
-    domain = _domain_text()
-    if domain:
-        docs.extend(d for d in domain.split("\n\n") if d.strip())
+    domain = domain_corpus_text(seed=0)
+    if cfg.knowledge_chars_per_domain:
+        domain += "\n\n" + domain_knowledge_text(seed=0, chars_per_domain=cfg.knowledge_chars_per_domain)
+    docs.extend(d for d in domain.split("\n\n") if d.strip())
     for path in stdlib_files(cfg.stdlib_max_bytes):
         docs.append(path.read_text(encoding="utf-8", errors="replace"))
     return docs
@@ -104,12 +119,8 @@ def corpus_documents(cfg: TinyBaseConfig) -> list[str]:
 
 def content_hash(cfg: TinyBaseConfig, docs: list[str]) -> str:
     """Hash of everything the build depends on: config, corpus and this module's code."""
-    h = hashlib.sha256()
-    h.update(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
-    h.update(Path(__file__).read_bytes())
-    for doc in docs:
-        h.update(hashlib.sha256(doc.encode("utf-8", errors="replace")).digest())
-    return h.hexdigest()[:16]
+    corpus = [hashlib.sha256(doc.encode("utf-8", errors="replace")).hexdigest() for doc in docs]
+    return digest_json({"config": dataclasses.asdict(cfg), "code": source_digest("tiny_base.py"), "corpus": corpus})
 
 
 def train_tokenizer(docs: list[str], vocab_size: int):
@@ -133,21 +144,30 @@ def train_tokenizer(docs: list[str], vocab_size: int):
     return tok
 
 
-def _token_stream(tok, docs: list[str]):
-    """All documents tokenized and joined with the BOS separator: a 1-D LongTensor."""
+def token_windows(tok, docs: list[str], seq_length: int):
+    """The documents tokenized, joined with the BOS separator and cut into equal windows.
+
+    Returns:
+        A LongTensor of shape ``(n_windows, seq_length)``: every row is one training sequence.
+    """
     import torch
 
     ids: list[int] = []
     for doc in docs:
         ids.append(tok.bos_token_id)
         ids.extend(tok(doc, add_special_tokens=False)["input_ids"])
-    return torch.tensor(ids, dtype=torch.long)
+    stream = torch.tensor(ids, dtype=torch.long)  # (n_tokens,)
+    n_windows = len(stream) // seq_length
+    return stream[: n_windows * seq_length].view(n_windows, seq_length)  # (n_windows, seq)
 
 
-def _model_config(cfg: TinyBaseConfig, tok):
-    from transformers import LlamaConfig
+def new_model(cfg: TinyBaseConfig, tok):
+    """A freshly initialised (untrained) Llama of the tiny base's shape, for ``tok``'s vocabulary."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    return LlamaConfig(
+    torch.manual_seed(cfg.seed)
+    return LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tok),
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
@@ -159,24 +179,28 @@ def _model_config(cfg: TinyBaseConfig, tok):
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-    )
+    ))
 
 
-def pretrain(cfg: TinyBaseConfig, tok, docs: list[str], progress: bool = True):
+def pretrain(cfg: TinyBaseConfig, tok, docs: list[str], progress: bool = True, stop_after: int | None = None):
     """Pretrain a fresh Llama on the corpus with next-token prediction.
+
+    Args:
+        cfg: the recipe (shape, steps, schedule, seed).
+        tok: the tokenizer trained on ``docs``.
+        docs: the corpus.
+        progress: show a progress bar.
+        stop_after: run only the first this many steps of the schedule (a reproducibility check).
 
     Returns:
         ``(model, history)`` where history lists ``{"step", "loss"}`` every 10 steps.
     """
     import torch
     from tqdm.auto import tqdm
-    from transformers import LlamaForCausalLM
 
-    torch.manual_seed(cfg.seed)
-    model = LlamaForCausalLM(_model_config(cfg, tok))
-    stream = _token_stream(tok, docs)  # (n_tokens,)
-    n_windows = (len(stream) - 1) // cfg.seq_length
-    windows = stream[: n_windows * cfg.seq_length].view(n_windows, cfg.seq_length)  # (n_windows, seq)
+    model = new_model(cfg, tok)
+    windows = token_windows(tok, docs, cfg.seq_length)  # (n_windows, seq)
+    n_windows = len(windows)
     gen = torch.Generator().manual_seed(cfg.seed)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.1, betas=(0.9, 0.95))
 
@@ -188,10 +212,12 @@ def pretrain(cfg: TinyBaseConfig, tok, docs: list[str], progress: bool = True):
 
     history = []
     model.train()
-    order = torch.randperm(n_windows, generator=gen)
-    bar = tqdm(range(cfg.max_steps), desc="pretraining tiny base", disable=not progress)
+    bar = tqdm(range(stop_after or cfg.max_steps), desc="pretraining tiny base", disable=not progress)
+    per_epoch = n_windows // cfg.batch_size
     for step in bar:
-        start = (step * cfg.batch_size) % max(1, n_windows - cfg.batch_size)
+        if step % per_epoch == 0:  # a new epoch: a new order of the windows
+            order = torch.randperm(n_windows, generator=gen)
+        start = (step % per_epoch) * cfg.batch_size
         batch = windows[order[start : start + cfg.batch_size]]  # (batch, seq)
         for group in optim.param_groups:
             group["lr"] = lr_at(step)
@@ -246,6 +272,7 @@ def build_tiny_base(cfg: TinyBaseConfig | None = None, progress: bool = True) ->
                     "loss_history": history,
                     "build_seconds": round(time.time() - started, 1),
                     "torch_version": torch.__version__,
+                    "python_version": platform.python_version(),
                     "sample": sample,
                 },
             )
@@ -262,3 +289,99 @@ def sample_text(model, tok, prompt: str, max_new_tokens: int = 48) -> str:
             ids, max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.3, pad_token_id=tok.pad_token_id
         )
     return tok.decode(out[0], skip_special_tokens=False)
+
+
+def shipped_base_dir() -> Path:
+    """The tiny base that ships inside the package: what ``model.name: tiny-base`` loads, in a second.
+
+    Raises:
+        FileNotFoundError: the package was built without it (rebuild with ``python -m course_lib.tiny_base ship``).
+    """
+    if not (SHIPPED_DIR / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no shipped tiny base in {SHIPPED_DIR}; run `python -m course_lib.tiny_base ship` "
+                                "in a source checkout, or name a model folder in the profile")
+    return SHIPPED_DIR
+
+
+def ship(cfg: TinyBaseConfig | None = None, progress: bool = True) -> Path:
+    """Build (or find) the tiny base of ``cfg`` and write it, in half precision, where the package ships it.
+
+    Half precision halves the download; loading upcasts to the profile's dtype, and the
+    ``tests/test_tiny_base.py`` checks that the shipped weights give the full-precision losses.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    built = build_tiny_base(cfg, progress=progress)
+    tok = AutoTokenizer.from_pretrained(built)
+    full = AutoModelForCausalLM.from_pretrained(built, dtype=torch.float32).eval()
+    info = json.loads((built / "build_info.json").read_text())
+    info["probe_loss"] = {"float32": probe_loss(full, tok), "float16": probe_loss(full.half().float(), tok)}
+    with atomic_path(SHIPPED_DIR) as tmp:
+        full.half().save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        atomic_write_json(tmp / "build_info.json", info)
+    return SHIPPED_DIR
+
+
+def probe_loss(model, tok) -> float:
+    """The model's next-token loss on :data:`PROBE_TEXT`."""
+    import torch
+
+    ids = tok(PROBE_TEXT, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return float(model(input_ids=ids, labels=ids).loss)
+
+
+def check_rebuild(steps: int = 21, base: Path | None = None) -> dict:
+    """Rebuild the shipped base's first ``steps`` pretraining steps from source and compare.
+
+    Trains the tokenizer again on the same corpus and replays the start of the recipe. The
+    rebuilt tokenizer must equal the shipped one token for token, and each logged loss must
+    lie within :data:`LOSS_TOLERANCE` (relative) of the shipped build's loss at that step.
+
+    Returns:
+        ``{"same_tokenizer", "shipped", "rebuilt", "max_relative_gap", "within_tolerance", "comparable"}``;
+        ``comparable`` is False (and nothing is compared) when this Python's standard library,
+        part of the corpus, is not the one the base was built with.
+    """
+    from transformers import AutoTokenizer
+
+    base = base or shipped_base_dir()
+    info = json.loads((base / "build_info.json").read_text())
+    if info.get("python_version") != platform.python_version():
+        return {"comparable": False, "built_with": info.get("python_version"), "this_python": platform.python_version()}
+    cfg = TinyBaseConfig(**info["config"])
+    docs = corpus_documents(cfg)
+    tok = train_tokenizer(docs, cfg.vocab_size)
+    same = tok.get_vocab() == AutoTokenizer.from_pretrained(base).get_vocab()
+    _, history = pretrain(cfg, tok, docs, progress=False, stop_after=steps)
+    shipped = {h["step"]: h["loss"] for h in info["loss_history"]}
+    rebuilt = {h["step"]: h["loss"] for h in history if h["step"] in shipped}
+    gap = max(abs(rebuilt[s] - shipped[s]) / shipped[s] for s in rebuilt)
+    return {"comparable": True, "same_tokenizer": same, "shipped": {s: shipped[s] for s in rebuilt}, "rebuilt": rebuilt,
+            "max_relative_gap": gap, "within_tolerance": same and gap <= LOSS_TOLERANCE}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m course_lib.tiny_base build|ship|check``: build the recipe, ship it, or check a rebuild."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m course_lib.tiny_base", description=main.__doc__)
+    parser.add_argument("command", choices=("build", "ship", "check"),
+                        help="build: into the cache; ship: into course_lib/assets/tiny-base; check: rebuild the start and compare")
+    parser.add_argument("--steps", type=int, default=21, help="pretraining steps replayed by check")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        print(build_tiny_base())
+    elif args.command == "ship":
+        print(ship())
+    else:
+        report = check_rebuild(args.steps)
+        print(report)
+        return 0 if report.get("within_tolerance", True) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,7 @@ import datasets
 import pytest
 
 from course_lib.data import (
-    CurationConfig, augment_step, decontaminate_step, ensure_curated_data, exact_dedup_step, find_pii,
+    CurationConfig, augment_step, build_curated_data, decontaminate_step, ensure_curated_data, exact_dedup_step, find_pii,
     load_records, load_report, luhn_valid, near_dedup_step, normalize_step, pii_step, prompt_diversity,
     quality_step, scrub_pii, semantic_dedup_step, stratified_split,
 )
@@ -218,24 +218,36 @@ def test_ensure_curated_data_builds_once_and_finds_planted_problems(tmp_path):
     for name in ("eval_prompts", "humaneval"):
         load_records(paths[name], "prompt", cache_dir=tmp_path / "c")
     (tmp_path / "data" / "curation_report.json").write_text(json.dumps({"config_hash": "stale"}))
-    ensure_curated_data(tmp_path, seed=0, sizes=SMALL)
+    ensure_curated_data(tmp_path, seed=0, sizes=SMALL)  # an unreadable or older build is no build
     assert load_report(tmp_path)["config_hash"] != "stale"
+
+
+def test_later_notebooks_keep_the_build_notebook_01_chose(tmp_path):
+    """ensure_curated_data (notebooks 02+) never replaces notebook 01's settings with defaults."""
+    chosen = CurationConfig(seed=0, sizes={**SMALL, "sft_per_domain": 30})
+    build_curated_data(tmp_path, chosen)
+    stamp = (tmp_path / "data" / "curation_report.json").stat().st_mtime_ns
+    ensure_curated_data(tmp_path, seed=0, sizes=SMALL)  # what a later notebook asks for: other sizes
+    assert (tmp_path / "data" / "curation_report.json").stat().st_mtime_ns == stamp
+    assert load_report(tmp_path)["config"]["sizes"]["sft_per_domain"] == 30
+    build_curated_data(tmp_path, CurationConfig(seed=0, sizes=SMALL))  # notebook 01 run again, changed
+    assert load_report(tmp_path)["config"]["sizes"]["sft_per_domain"] == SMALL["sft_per_domain"]
 
 
 def test_a_killed_rebuild_is_never_taken_for_the_previous_build(tmp_path, monkeypatch):
     from course_lib.data import pipeline
 
-    ensure_curated_data(tmp_path, seed=0, sizes=SMALL)
+    build_curated_data(tmp_path, CurationConfig(seed=0, sizes=SMALL))
 
     def killed_while_writing(records, path, *args, **kwargs):
         raise KeyboardInterrupt("killed while writing")
 
     monkeypatch.setattr(pipeline, "save_records", killed_while_writing)
     with pytest.raises(KeyboardInterrupt):
-        ensure_curated_data(tmp_path, seed=1, sizes=SMALL)  # another config starts to rebuild
+        build_curated_data(tmp_path, CurationConfig(seed=1, sizes=SMALL))  # another config starts to rebuild
     monkeypatch.undo()
     assert not (tmp_path / "data" / "curation_report.json").exists()
-    ensure_curated_data(tmp_path, seed=0, sizes=SMALL)  # so the first config is rebuilt, not reused
+    ensure_curated_data(tmp_path, seed=0, sizes=SMALL)  # no complete build is left, so one is made
     assert load_report(tmp_path)["config"]["seed"] == 0
 
 
@@ -286,6 +298,7 @@ def test_labeled_preferences_get_the_same_hygiene(tmp_path):
     paths = ensure_curated_data(tmp_path, seed=0, sizes=SMALL)
     stamp = paths["eval_prompts"].stat().st_mtime_ns
     leaked_prompt = next(iter(load_records(paths["eval_prompts"], "prompt", cache_dir=tmp_path / "c")))["prompt"]
+    val_prompt = next(iter(load_records(paths["prefs_val"], "preference", cache_dir=tmp_path / "c")))["prompt"]
 
     def row(rid, prompt, chosen):
         return {"id": rid, "domain": "legal", "reference": "{}", "prompt": prompt,
@@ -296,12 +309,14 @@ def test_labeled_preferences_get_the_same_hygiene(tmp_path):
             row("dup", clean_prompt, "Clause type: Payment Terms. In plain words: pay within 30 days."),
             row("pii", [{"role": "user", "content": "Name this clause for jane.roe@example.com: Tenant shall keep it secret."}],
                 "Clause type: Confidentiality. In plain words: keep it secret."),
-            row("leak", leaked_prompt, "Clause type: Termination. In plain words: it can end.")]
+            row("leak", leaked_prompt, "Clause type: Termination. In plain words: it can end."),
+            row("val", val_prompt, "Clause type: Termination. In plain words: it can end.")]
     kept, steps = curate_labeled_preferences(rows, tmp_path)
     assert [r["id"] for r in kept] == ["ok", "pii"]
     assert "jane.roe@example.com" not in json.dumps(kept)
     removed = {rid: step.step for step in steps for rid in step.removals}
-    assert removed == {"dup": "exact_dedup", "leak": "decontaminate"}
+    # a labeled copy of a validation pair's prompt would inflate the reward model's measured accuracy
+    assert removed == {"dup": "exact_dedup", "leak": "decontaminate", "val": "decontaminate"}
     assert paths["eval_prompts"].stat().st_mtime_ns == stamp  # the run's own build is reused, not replaced
     assert curate_labeled_preferences([], tmp_path) == ([], [])
 

@@ -11,14 +11,15 @@ from .export import check_openai_record, export_openai, to_openai
 from .io import iter_records, load_records, save_records
 from .normalize import normalize_step, normalize_text
 from .pii import PII_TYPES, find_pii, luhn_valid, pii_step, scrub_pii
-from .pipeline import CurationConfig, curate, curate_labeled_preferences, ensure_curated_data, load_report
+from .pipeline import (CurationConfig, build_curated_data, curate, curate_labeled_preferences, ensure_curated_data,
+                       load_report)
 from .quality import QualityRules, quality_step
 from .report import StepReport
 from .schema import validate_record
 from .splits import stratified_split
 
 __all__ = [
-    "PII_TYPES", "CurationConfig", "QualityRules", "StepReport", "augment_step", "check_openai_record",
+    "PII_TYPES", "CurationConfig", "QualityRules", "StepReport", "augment_step", "build_curated_data", "check_openai_record",
     "content_hash", "curate", "curate_labeled_preferences", "decontaminate_step", "ensure_curated_data", "exact_dedup_step", "export_openai",
     "find_pii", "iter_records", "load_records", "load_report", "luhn_valid", "minilm_embed", "near_dedup_step",
     "normalize_step", "normalize_text", "paraphrase", "pii_step", "prompt_diversity", "quality_step",

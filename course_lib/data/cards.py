@@ -3,7 +3,7 @@
 A card is Markdown. Everything between ``<!-- BEGIN GENERATED -->`` and
 ``<!-- END GENERATED -->`` is rewritten from the curation report; everything else is
 written by people and never touched. The shipped cards live in the repository's
-``data_cards/``; a run writes its own copies, with its own numbers, into
+``data_cards/`` (and inside the wheel); a run writes its own copies, with its own numbers, into
 ``<run_dir>/data_cards/``. Introduced in ``01_data_curation``.
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
-from ..paths import REPO_DIR
+from ..paths import REPO_DIR, track_source_dir
 
 BEGIN, END = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
-SHIPPED_CARDS_DIR = REPO_DIR / "data_cards"
+SHIPPED_CARDS_DIR = track_source_dir() / "data_cards"
 REQUIRED_SECTIONS = ("Provenance", "License", "Synthetic data disclosure", "Intended use", "Misuse",
                      "PII handling", "Known biases and limitations", "Sizes and curation funnel")
 """Headings every card must have (checked by the tests)."""
@@ -151,16 +151,16 @@ def refresh_shipped_cards(out_dir: str | Path = SHIPPED_CARDS_DIR, profile: str 
         The paths written.
     """
     from ..config import load_profile
-    from .pipeline import CurationConfig, ensure_curated_data, load_report
+    from .pipeline import CurationConfig, build_curated_data, load_report
 
     config = CurationConfig(seed=seed, sizes=load_profile(profile).data)
     with tempfile.TemporaryDirectory(prefix="course-lib-cards-") as run_dir:
-        ensure_curated_data(run_dir, config=config)
+        build_curated_data(run_dir, config)
         return write_data_cards(load_report(run_dir), out_dir)
 
 
 if __name__ == "__main__":
-    if not SHIPPED_CARDS_DIR.is_dir():
+    if track_source_dir() != REPO_DIR:
         raise SystemExit(f"no {SHIPPED_CARDS_DIR}: refresh the shipped cards from a source checkout of the kit")
     for written in refresh_shipped_cards():
         print(f"refreshed {written}")

@@ -1,4 +1,4 @@
-"""The curation pipeline end to end, and ``ensure_curated_data`` that later notebooks call.
+"""The curation pipeline end to end: ``build_curated_data`` (notebook 01) and ``ensure_curated_data`` (later notebooks).
 
 Raw seed sets -> validate -> normalize -> quality filters -> PII scrub -> exact dedup ->
 near dedup -> (semantic dedup) -> decontaminate against every evaluation set -> split
@@ -8,7 +8,6 @@ complete. Introduced in ``01_data_curation``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from collections import Counter
@@ -17,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json
-from ..domains.seeds import SeedSets, SeedSizes, build_seed_sets
+from ..fingerprint import digest_json, source_digest
+from ..config import DataSettings
+from ..domains.seeds import SeedSets, build_seed_sets
 from .augment import augment_step, prompt_diversity
 from .dedup import exact_dedup_step, near_dedup_step, semantic_dedup_step
 from .decontam import decontaminate_step
@@ -28,7 +29,7 @@ from .quality import QualityRules, quality_step
 from .report import StepReport
 from .splits import stratified_split
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped when the curated files change shape, so old builds are rebuilt."""
 
 OUTPUT_FILES = {
@@ -49,7 +50,7 @@ class CurationConfig:
 
     Attributes:
         seed: seed of the generators, the splits and the augmentation.
-        sizes: how much seed data to generate (:class:`~course_lib.domains.SeedSizes`).
+        sizes: how much seed data to generate (:class:`~course_lib.config.DataSettings`).
         quality: thresholds of the quality filters.
         near_dup_threshold: Jaccard similarity above which records are near-duplicates.
         near_dup_num_perm: MinHash permutations.
@@ -66,7 +67,7 @@ class CurationConfig:
     """
 
     seed: int = field(default=0, metadata={"help": "seed of generation, splits and augmentation"})
-    sizes: SeedSizes = field(default_factory=SeedSizes, metadata={"help": "seed data sizes"})
+    sizes: DataSettings = field(default_factory=DataSettings, metadata={"help": "seed data sizes and flaw scale"})
     quality: QualityRules = field(default_factory=QualityRules, metadata={"help": "quality thresholds"})
     near_dup_threshold: float = field(default=0.8, metadata={"help": "Jaccard for near-duplicates"})
     near_dup_num_perm: int = field(default=128, metadata={"help": "MinHash permutations"})
@@ -82,7 +83,7 @@ class CurationConfig:
     num_proc: int | None = field(default=None, metadata={"help": "datasets.map workers (None: none)"})
 
     def __post_init__(self) -> None:
-        self.sizes = SeedSizes.from_any(self.sizes)
+        self.sizes = DataSettings.from_any(self.sizes)
         if isinstance(self.quality, dict):
             self.quality = QualityRules(**self.quality)
         checks = {
@@ -110,18 +111,8 @@ class CurationConfig:
 
     def content_hash(self) -> str:
         """Hash of every setting, the output format and the generating code: one exact build."""
-        payload = json.dumps({"format": FORMAT_VERSION, "code": _code_version(), **asdict(self)},
-                             sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
-
-
-def _code_version() -> str:
-    """Hash of the generators' and curation steps' source: changed code means a rebuild."""
-    package = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for path in sorted([*package.joinpath("domains").glob("*.py"), *package.joinpath("data").glob("*.py")]):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+        code = source_digest("domains", "data", "sandbox.py", "config.py")
+        return digest_json({"format": FORMAT_VERSION, "code": code, **asdict(self)})
 
 
 def _by_domain(dataset) -> dict[str, int]:
@@ -219,6 +210,7 @@ def curate(config: CurationConfig, data_dir: str | Path) -> dict[str, Any]:
         sizes.update(eval_prompts=len(evals.dataset), humaneval=len(humaneval))
 
     report = {
+        "format_version": FORMAT_VERSION,
         "config_hash": config.content_hash(),
         "config": asdict(config),
         "seeds": seeds.summary(),
@@ -236,29 +228,35 @@ def curate(config: CurationConfig, data_dir: str | Path) -> dict[str, Any]:
     return report
 
 
-def _complete(data_dir: Path, config_hash: str) -> bool:
+def _built_hash(data_dir: Path) -> str | None:
+    """The config hash of the complete build in ``data_dir`` (report and every file there), else None."""
     report = data_dir / REPORT_FILE
     if not report.exists() or not all((data_dir / f).exists() for f in OUTPUT_FILES.values()):
-        return False
+        return None
     try:
-        return json.loads(report.read_text(encoding="utf-8")).get("config_hash") == config_hash
+        built = json.loads(report.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
-        return False
+        return None
+    return built.get("config_hash") if built.get("format_version") == FORMAT_VERSION else None
 
 
-def ensure_curated_data(run_dir: str | Path, seed: int = 0, sizes: SeedSizes | dict[str, Any] | None = None,
-                        config: CurationConfig | None = None, force: bool = False) -> dict[str, Path]:
-    """Build the curated datasets in ``<run_dir>/data/`` unless an identical build is there.
+def _paths(data_dir: Path) -> dict[str, Path]:
+    paths = {name: data_dir / filename for name, filename in OUTPUT_FILES.items()}
+    paths["curation_report"] = data_dir / REPORT_FILE
+    return paths
 
-    What notebook 01 writes, and what any later notebook calls when run on its own. Each
-    file is written atomically and the report last, so a killed build is redone, never
-    half-used; a lock keeps two notebooks from building at once.
+
+def build_curated_data(run_dir: str | Path, config: CurationConfig | None = None, force: bool = False) -> dict[str, Path]:
+    """Make the run's curated data exactly the build ``config`` describes (notebook 01).
+
+    Rebuilds unless the run already holds a complete build with the same settings and code.
+    The settings are recorded in ``curation_report.json``; later notebooks use whatever this
+    wrote (:func:`ensure_curated_data`). Each file is written atomically and the report last,
+    so a killed build is redone, never half-used; a lock keeps two notebooks from building at once.
 
     Args:
         run_dir: the run directory.
-        seed: the seed (ignored when ``config`` is given).
-        sizes: seed data sizes (ignored when ``config`` is given).
-        config: the full pipeline settings; built from ``seed`` and ``sizes`` when None.
+        config: the pipeline's settings (defaults when None).
         force: rebuild even when an identical build exists.
 
     Returns:
@@ -267,19 +265,43 @@ def ensure_curated_data(run_dir: str | Path, seed: int = 0, sizes: SeedSizes | d
     """
     from filelock import FileLock
 
-    config = config or CurationConfig(seed=seed, sizes=SeedSizes.from_any(sizes))
+    config = config or CurationConfig()
     data_dir = Path(run_dir) / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(data_dir / ".curation.lock")):
-        if force or not _complete(data_dir, config.content_hash()):
+        if force or _built_hash(data_dir) != config.content_hash():
             curate(config, data_dir)
-    paths = {name: data_dir / filename for name, filename in OUTPUT_FILES.items()}
-    paths["curation_report"] = data_dir / REPORT_FILE
-    return paths
+    return _paths(data_dir)
+
+
+def ensure_curated_data(run_dir: str | Path, seed: int = 0, sizes: DataSettings | dict[str, Any] | None = None) -> dict[str, Path]:
+    """The run's curated data, whatever settings notebook 01 chose; built with defaults only if absent.
+
+    What notebooks 02 onwards call. A learner's choices in notebook 01 (sizes, semantic
+    dedup, augmentation) are never replaced: a complete build in the run is used as it is.
+    Only a run without one (a notebook opened on its own) gets a build from ``seed`` and
+    ``sizes``.
+
+    Args:
+        run_dir: the run directory.
+        seed: the seed of a new build.
+        sizes: the data settings of a new build (a profile's ``data`` section, a dict, or None).
+
+    Returns:
+        As :func:`build_curated_data`.
+    """
+    from filelock import FileLock
+
+    data_dir = Path(run_dir) / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(data_dir / ".curation.lock")):
+        if _built_hash(data_dir) is None:
+            curate(CurationConfig(seed=seed, sizes=DataSettings.from_any(sizes)), data_dir)
+    return _paths(data_dir)
 
 
 def load_report(run_dir: str | Path) -> dict[str, Any]:
-    """The curation report of a run (after :func:`ensure_curated_data`)."""
+    """The curation report of a run: what was built, with which settings (``report["config"]``)."""
     return json.loads((Path(run_dir) / "data" / REPORT_FILE).read_text(encoding="utf-8"))
 
 
@@ -288,7 +310,9 @@ def curate_labeled_preferences(rows: list[dict[str, Any]], run_dir: str | Path) 
 
     Pairs labeled in a workshop never went through notebook 01: they are normalised,
     PII-scrubbed, exact-deduplicated and decontaminated against the run's evaluation sets
-    before the reward model sees them. Introduced in ``notebooks/labeling/label_preferences``.
+    and against the validation pairs the reward model's accuracy is measured on
+    (``prefs_val``), before the reward model sees them. Introduced in
+    ``notebooks/labeling/label_preferences``.
 
     Args:
         rows: TRL preference rows (``labels_to_preferences`` output).
@@ -303,9 +327,10 @@ def curate_labeled_preferences(rows: list[dict[str, Any]], run_dir: str | Path) 
     if not rows:
         return [], []
     data_dir = Path(run_dir) / "data"
-    if not all((data_dir / OUTPUT_FILES[name]).exists() for name in ("eval_prompts", "humaneval")):
+    if not all((data_dir / OUTPUT_FILES[name]).exists() for name in ("eval_prompts", "humaneval", "prefs_val")):
         ensure_curated_data(run_dir)
     eval_sets = {name: list(load_records(data_dir / OUTPUT_FILES[name], "prompt")) for name in ("eval_prompts", "humaneval")}
+    eval_sets["prefs_val"] = list(load_records(data_dir / OUTPUT_FILES["prefs_val"], "preference"))
     funnel = _Funnel("labeled", datasets.Dataset.from_list([dict(r) for r in rows]))
     funnel.run(normalize_step)
     funnel.run(pii_step)

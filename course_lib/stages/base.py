@@ -8,19 +8,18 @@ config, the input artifacts and the code version). Introduced in ``02_sft``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json, atomic_write_text, atomic_write_yaml
 from ..config import Profile, load_profile
 from ..errors import DataError, MissingArtifactError
+from ..fingerprint import digest_json, files_digest, source_digest
 
 MARKER = "COMPLETE"
 PRODUCERS = {"prefs_labeled.jsonl": "the workshop's labels: notebooks/labeling/label_preferences.ipynb"}
@@ -38,6 +37,7 @@ class RunContext:
 
     run_dir: Path
     profile: Profile
+    parent: "RunContext | None" = None
 
     @classmethod
     def create(cls, run_dir: str | Path, profile: str | Path | Profile = "tiny-cpu") -> "RunContext":
@@ -47,12 +47,28 @@ class RunContext:
         path.mkdir(parents=True, exist_ok=True)
         return cls(run_dir=path, profile=prof)
 
+    def variant(self, name: str) -> "RunContext":
+        """A run beside this one for an experiment (an exercise, an ablation): ``<run>/variants/<name>``.
+
+        It starts with a copy of this run's curated data (so it may change its own copy), and
+        reads this run's finished stages until it has run them itself. Nothing it does
+        touches this run's files.
+        """
+        import shutil
+
+        path = self.run_dir / "variants" / name
+        data = path / "data"
+        if not data.is_dir() and (self.run_dir / "data").is_dir():
+            shutil.copytree(self.run_dir / "data", data, ignore=shutil.ignore_patterns(".*", "raw"))
+        path.mkdir(parents=True, exist_ok=True)
+        return RunContext(run_dir=path, profile=self.profile, parent=self)
+
     def stage_dir(self, stage: str) -> Path:
         return self.run_dir / stage
 
     def has_stage(self, stage: str) -> bool:
-        """True when ``stage`` completed in this run (whatever its config was)."""
-        return (self.stage_dir(stage) / MARKER).is_file()
+        """True when ``stage`` completed in this run, or in the run it is a variant of."""
+        return (self.stage_dir(stage) / MARKER).is_file() or (self.parent is not None and self.parent.has_stage(stage))
 
     def data_file(self, name: str) -> Path:
         """A curated data file, or a clear error naming the notebook that writes it."""
@@ -66,12 +82,14 @@ class RunContext:
         return path
 
     def artifact(self, stage: str, name: str, produced_by: str) -> Path:
-        """A completed stage's artifact, or a clear error naming who produces it."""
+        """A completed stage's artifact (this run's, else its parent's), or a clear error naming who produces it."""
         folder = self.stage_dir(stage)
         path = folder / name
-        if not (folder / MARKER).is_file() or not path.exists():
-            raise MissingArtifactError(f"the {stage} stage's {name}", path, produced_by)
-        return path
+        if (folder / MARKER).is_file() and path.exists():
+            return path
+        if self.parent is not None and self.parent.has_stage(stage):
+            return self.parent.artifact(stage, name, produced_by)
+        raise MissingArtifactError(f"the {stage} stage's {name}", path, produced_by)
 
 
 @dataclass
@@ -92,32 +110,33 @@ class StageResult:
 
 
 def code_version() -> str:
-    """The kit's version plus a hash of its stage code, so edited code re-runs stages."""
-    h = hashlib.sha256(metadata.version("course-lib").encode())
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    """The kit's version and all of its Python source: edited kit code re-runs stages.
+
+    A stage runs far more than its own module (model loading, generation, the gold judge),
+    so the whole package counts, not only ``stages/``.
+    """
+    return source_digest()
 
 
-def file_digest(path: Path) -> str:
-    """Hash of a file, or of every file under a folder (names and bytes)."""
-    h = hashlib.sha256()
-    paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for p in paths:
-        h.update(str(p.relative_to(path) if path.is_dir() else p.name).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+def model_identity(profile: Profile) -> str:
+    """What the profile's base model is: a hash of a local folder's files, else the hub id."""
+    from ..config import TINY_BASE
+    from ..tiny_base import shipped_base_dir
+
+    name = profile.model.name
+    local = shipped_base_dir() if name == TINY_BASE else Path(name).expanduser()
+    return files_digest(local) if local.is_dir() else name
 
 
 def stage_hash(config: Any, profile: Profile, inputs: dict[str, Path]) -> str:
-    """The completion hash: stage config, profile, input artifacts and code version."""
-    payload = {
+    """The completion hash: stage config, profile, base model, input artifacts and code version."""
+    return digest_json({
         "config": dataclasses.asdict(config),
         "profile": {k: v for k, v in profile.to_dict().items() if k != "source"},
-        "inputs": {name: file_digest(p) for name, p in sorted(inputs.items())},
+        "model": model_identity(profile),
+        "inputs": {name: files_digest(p) for name, p in sorted(inputs.items())},
         "code": code_version(),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    })
 
 
 def completed(stage_dir: Path, digest: str) -> bool:
@@ -126,12 +145,26 @@ def completed(stage_dir: Path, digest: str) -> bool:
     return marker.is_file() and marker.read_text().strip() == digest
 
 
-def finish_stage(stage_dir: Path, digest: str, config: Any, metrics: dict[str, Any], info: dict[str, Any]) -> None:
-    """Write config, metrics and info, then the marker last: a stage without it is incomplete."""
+def finish_stage(stage_dir: Path, digest: str, config: Any, metrics: dict[str, Any], info: dict[str, Any],
+                 inputs: dict[str, Path]) -> None:
+    """Write config, metrics and info, then the marker last: a stage without it is incomplete.
+
+    ``stage_info.json`` also records each input's path and content hash, so what a stage
+    trained on can be checked afterwards.
+    """
+    info = {**info, "inputs": {name: {"path": str(p), "digest": files_digest(p)} for name, p in sorted(inputs.items())}}
     atomic_write_yaml(stage_dir / "config.yaml", dataclasses.asdict(config))
     atomic_write_json(stage_dir / "metrics.json", metrics)
     atomic_write_json(stage_dir / "stage_info.json", info)
     atomic_write_text(stage_dir / MARKER, digest + "\n")
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest ``checkpoint-<step>`` folder under ``folder``, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    return Path(found) if found else None
 
 
 def load_stage_metrics(stage_dir: Path) -> dict[str, Any]:
@@ -146,22 +179,30 @@ class ComputeLedger:
     2 x parameters per token forward, the same again for the activation gradients, and
     2 x trainable parameters per token for the weight gradients (LoRA keeps that small).
 
-    Usage::
+    Usage, around the kit's own loops::
 
         with ComputeLedger(model) as ledger:
             ...train...
             ledger.add_tokens(n)
         ledger.summary()
+
+    and inside a ``transformers`` trainer through :meth:`callback`, which the stage
+    builders attach, so ``trainer.train()`` is measured however it is called.
     """
 
     def __init__(self, model=None, device: str = "cpu"):
         self.device = device
-        self.params = sum(p.numel() for p in model.parameters()) if model is not None else 0
-        self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) if model is not None else 0
+        self.params = self.trainable = 0
+        if model is not None:
+            self.count(model)
         self.tokens = 0
         self.seconds = 0.0
         self._peak_rss = 0
-        self._stop = threading.Event()
+
+    def count(self, model) -> None:
+        """Take the parameter counts (all and trainable) from ``model``."""
+        self.params = sum(p.numel() for p in model.parameters())
+        self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     def add_tokens(self, n: int) -> None:
         self.tokens += int(n)
@@ -177,9 +218,10 @@ class ComputeLedger:
         import psutil
         import torch
 
-        self._peak_rss = psutil.Process(os.getpid()).memory_info().rss
+        self._peak_rss = max(self._peak_rss, psutil.Process(os.getpid()).memory_info().rss)
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample_rss, daemon=True)
         self._thread.start()
         self._started = time.time()
@@ -189,6 +231,26 @@ class ComputeLedger:
         self.seconds += time.time() - self._started
         self._stop.set()
         self._thread.join()
+
+    def callback(self):
+        """A ``TrainerCallback`` that measures each ``trainer.train()`` into this ledger."""
+        from transformers import TrainerCallback
+
+        class LedgerCallback(TrainerCallback):
+            def __init__(self, ledger: ComputeLedger):
+                self.ledger = ledger
+
+            def on_train_begin(self, args, state, control, model=None, **kwargs):
+                if model is not None:
+                    self.ledger.count(model)
+                self.tokens_at_start = state.num_input_tokens_seen
+                self.ledger.__enter__()
+
+            def on_train_end(self, args, state, control, **kwargs):
+                self.ledger.add_tokens(state.num_input_tokens_seen - self.tokens_at_start)
+                self.ledger.__exit__()
+
+        return LedgerCallback(self)
 
     def summary(self) -> dict[str, Any]:
         import torch
@@ -207,9 +269,17 @@ class ComputeLedger:
         }
 
 
+def ledger_of(trainer) -> ComputeLedger:
+    """The :class:`ComputeLedger` a stage builder attached to ``trainer``."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(getattr(callback, "ledger", None), ComputeLedger):
+            return callback.ledger
+    raise ValueError("this trainer was not built by a course_lib stage builder (no compute ledger attached)")
+
+
 def common_training_args(profile: Profile, *, output_dir: Path, max_steps: int, learning_rate: float | None,
                          batch_size: int | None, seed: int, report_to: str | None, logging_steps: int = 10,
-                         save_steps: int | None = None) -> dict[str, Any]:
+                         save_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Trainer arguments every TRL stage shares, derived from the profile.
 
     Args:
@@ -222,6 +292,8 @@ def common_training_args(profile: Profile, *, output_dir: Path, max_steps: int, 
         report_to: tracker, or None for the profile's.
         logging_steps: steps between logged losses.
         save_steps: steps between checkpoints; None saves none.
+        progress: show the trainer's live progress (a bar with the running loss in Jupyter);
+            off for the many small trainings an experiment runs, which show one bar of their own.
     """
     from ..models import detect_device
 
@@ -249,5 +321,19 @@ def common_training_args(profile: Profile, *, output_dir: Path, max_steps: int, 
         bf16=on_gpu and half == "bfloat16",
         fp16=on_gpu and half == "float16",
         dataloader_num_workers=0,
-        disable_tqdm=True,
+        disable_tqdm=not progress,
     )
+
+
+def attach_kit_callbacks(trainer, ledger: ComputeLedger, progress: bool):
+    """Give a stage's trainer its compute ledger, and silence it when it shows no progress.
+
+    Without a progress bar, ``transformers`` prints every logging step as a raw dict; a quiet
+    training keeps its logs in ``trainer.state.log_history`` instead.
+    """
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.add_callback(ledger.callback())
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
