@@ -29,7 +29,7 @@ def _meta(help: str, **kw: Any) -> dict[str, Any]:
 
 
 @dataclass
-class ModelConfig:
+class ModelSettings:
     """Which model to load and how.
 
     Attributes:
@@ -48,7 +48,7 @@ class ModelConfig:
 
 
 @dataclass
-class QuantizationConfig:
+class QuantizationSettings:
     """4-bit loading through bitsandbytes (QLoRA)."""
 
     load_in_4bit: bool = field(default=False, metadata=_meta("load the base in 4 bits (bitsandbytes)"))
@@ -83,16 +83,57 @@ class TrainingSettings:
 
 
 @dataclass
-class DataSizes:
-    """How much data the domains generate (per domain)."""
+class DataSettings:
+    """How much seed data the domains generate, and how flawed its demonstrations are.
+
+    The profile's ``data`` section; also what notebook 01's curation builds from.
+
+    Attributes:
+        sft_per_domain: SFT demonstrations per domain (code includes the stdlib ones).
+        prefs_per_domain: preference pairs per domain.
+        eval_per_domain: held-out evaluation prompts per domain.
+        stdlib_functions: standard-library functions among the code SFT demos.
+        humaneval: HumanEval problems in the evaluation-only set (None: all 164).
+        flaw_scale: multiplies every domain's documented flaw rates (0: clean demonstrations).
+        planted_share: share of records per domain planted with each curation problem.
+    """
 
     sft_per_domain: int = field(default=300, metadata=_meta("SFT demonstrations per domain", min=10))
     prefs_per_domain: int = field(default=300, metadata=_meta("preference pairs per domain", min=10))
     eval_per_domain: int = field(default=50, metadata=_meta("held-out evaluation prompts per domain", min=10))
+    stdlib_functions: int | None = field(default=None, metadata=_meta("stdlib functions among the code SFT demos (None: a tenth)", min=0))
+    humaneval: int | None = field(default=None, metadata=_meta("HumanEval problems kept (None: all 164)", min=1, max=164))
+    flaw_scale: float = field(default=1.0, metadata=_meta("multiplies each domain's documented flaw rates (0: clean demos)", min=0.0, max=1.5))
+    planted_share: float = field(default=0.02, metadata=_meta("share of records planted per curation problem kind", min=0.0, max=0.1))
+
+    def __post_init__(self) -> None:
+        for name in ("sft_per_domain", "prefs_per_domain", "eval_per_domain"):
+            if getattr(self, name) < 10:
+                raise ConfigError(f"expected at least 10, got {getattr(self, name)}", key=f"data.{name}")
+        if self.stdlib_functions is None:
+            self.stdlib_functions = self.sft_per_domain // 10
+        if not 0 <= self.stdlib_functions <= self.sft_per_domain // 2:
+            raise ConfigError(f"expected a value in [0, sft_per_domain / 2], got {self.stdlib_functions}",
+                              key="data.stdlib_functions")
+        if self.humaneval is not None and not 1 <= self.humaneval <= 164:
+            raise ConfigError(f"expected None or a value in [1, 164], got {self.humaneval}", key="data.humaneval")
+        if not 0 <= self.flaw_scale <= 1.5:
+            raise ConfigError(f"expected a value in [0, 1.5], got {self.flaw_scale}", key="data.flaw_scale")
+        if not 0 <= self.planted_share <= 0.1:
+            raise ConfigError(f"expected a value in [0, 0.1], got {self.planted_share}", key="data.planted_share")
+
+    @classmethod
+    def from_any(cls, data: "DataSettings | dict[str, Any] | None") -> "DataSettings":
+        """A DataSettings from itself, a dict of some of its fields (unknown keys rejected), or None."""
+        if data is None:
+            return cls()
+        if isinstance(data, cls):
+            return data
+        return from_mapping(cls, dict(data), prefix="data.")
 
 
 @dataclass
-class StageBudgets:
+class BudgetSettings:
     """Optimizer-step budgets of each stage; notebooks read them unless MAX_STEPS overrides."""
 
     sft: int = field(default=200, metadata=_meta("SFT optimizer steps", min=1))
@@ -108,12 +149,12 @@ class Profile:
     name: str = field(default=DEFAULT_PROFILE, metadata=_meta("profile name, shown in reports"))
     description: str = field(default="", metadata=_meta("one line on what the profile is for"))
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=_meta("where to train; auto picks CUDA if present"))
-    model: ModelConfig = field(default_factory=ModelConfig, metadata=_meta("the model"))
-    quantization: QuantizationConfig = field(default_factory=QuantizationConfig, metadata=_meta("4-bit loading"))
+    model: ModelSettings = field(default_factory=ModelSettings, metadata=_meta("the model"))
+    quantization: QuantizationSettings = field(default_factory=QuantizationSettings, metadata=_meta("4-bit loading"))
     lora: LoraSettings = field(default_factory=LoraSettings, metadata=_meta("LoRA adapter"))
     training: TrainingSettings = field(default_factory=TrainingSettings, metadata=_meta("shared trainer settings"))
-    data: DataSizes = field(default_factory=DataSizes, metadata=_meta("data sizes"))
-    budgets: StageBudgets = field(default_factory=StageBudgets, metadata=_meta("per-stage step budgets"))
+    data: DataSettings = field(default_factory=DataSettings, metadata=_meta("seed data sizes and flaw scale"))
+    budgets: BudgetSettings = field(default_factory=BudgetSettings, metadata=_meta("per-stage step budgets"))
     source: str = field(default="", metadata=_meta("file the profile was loaded from (set by the loader)"))
 
     def __post_init__(self) -> None:

@@ -6,7 +6,9 @@ import re
 import pytest
 
 from course_lib.data.schema import validate_record
-from course_lib.domains import DOMAINS, SeedSizes, build_seed_sets, domain_corpus_text, domain_module, gold_score
+from course_lib.config import DataSettings
+from course_lib.errors import ConfigError
+from course_lib.domains import DOMAINS, build_seed_sets, domain_corpus_text, domain_module, gold_score
 from course_lib.domains import code
 
 pytestmark = pytest.mark.unit
@@ -41,21 +43,37 @@ def test_sizes_and_mixed_quality(seeds):
     for domain in DOMAINS:
         counts = seeds.flaws[domain]
         assert sum(counts.values()) == SMALL["sft_per_domain"]
-        assert 0.15 < 1 - counts["good"] / SMALL["sft_per_domain"] < 0.6
+        assert 0.5 < 1 - counts["good"] / SMALL["sft_per_domain"] < 0.95
     originals = [r for r in seeds.sft if re.fullmatch(r"code-sft-\d{4}", r["id"])]
     assert sum(json.loads(r["reference"])["task"] == "stdlib" for r in originals) == 5
     assert len(seeds.humaneval) == 10
-    with pytest.raises(ValueError, match="sft_per_domain"):
-        SeedSizes(sft_per_domain=1)
-    with pytest.raises(ValueError, match="unknown SeedSizes"):
-        SeedSizes.from_any({"sft": 3})
+    with pytest.raises(ConfigError, match="data.sft_per_domain"):
+        DataSettings(sft_per_domain=1)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        DataSettings.from_any({"sft": 3})
+
+
+def test_each_domain_has_one_dominant_flaw_that_its_pairs_target():
+    """The headroom the preference stages work on: one habit most demonstrations share, per domain."""
+    from course_lib.domains.seeds import sft_flaw_rates
+
+    big = build_seed_sets(0, {"sft_per_domain": 400, "prefs_per_domain": 400, "eval_per_domain": 10, "humaneval": 1})
+    for domain in DOMAINS:
+        rates = sft_flaw_rates(domain)
+        dominant = max(rates, key=rates.get)
+        assert rates[dominant] > 0.5 and sum(rates.values()) < 0.95
+        counts, kinds = big.flaws[domain], big.pair_kinds[domain]
+        assert counts[dominant] / sum(counts.values()) == pytest.approx(rates[dominant], abs=0.07)
+        assert max(kinds, key=kinds.get) == dominant
+    clean = build_seed_sets(0, {**SMALL, "flaw_scale": 0.0})
+    assert all(c["good"] == sum(c.values()) for c in clean.flaws.values())
 
 
 def test_a_profiles_data_section_sets_the_seed_sizes():
     from course_lib.config import load_profile
 
     data = load_profile("tiny-cpu", {"data.sft_per_domain": 40}).data
-    sizes = SeedSizes.from_any(data)
+    sizes = DataSettings.from_any(data)
     assert (sizes.sft_per_domain, sizes.prefs_per_domain, sizes.eval_per_domain) == (40, 300, 50)
 
 

@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 from . import code, legal, medical
 from .base import FLAW_KINDS, Task
-from .judge import JudgeResult
-from .seeds import SeedSets, SeedSizes, build_seed_sets
+from .judge import GOLD_TIE_MARGIN, JudgeResult, preference
+from .seeds import SeedSets, build_seed_sets
 
 DOMAINS = ("legal", "medical", "code")
 """The kit's domains, in the order every report lists them."""
@@ -43,6 +43,16 @@ def gold_score(domain: str, reference: str | Mapping[str, Any], response: str) -
     return domain_module(domain).gold_score(reference, response)
 
 
+def gold_preference(domain: str, reference: str | Mapping[str, Any], first: str, second: str,
+                    tie_margin: float = GOLD_TIE_MARGIN) -> int:
+    """Which of two replies the gold judge prefers: +1 the first, -1 the second, 0 a tie.
+
+    The one definition of a gold preference: simulated annotators, the reward model's
+    accuracy and every win rate use it.
+    """
+    return preference(gold_score(domain, reference, first).score, gold_score(domain, reference, second).score, tie_margin)
+
+
 def domain_corpus_text(seed: int = 0, chars_per_domain: int = 100_000) -> str:
     """Prompt-side domain text for the tiny model's tokenizer and pretraining corpus.
 
@@ -67,7 +77,30 @@ def domain_corpus_text(seed: int = 0, chars_per_domain: int = 100_000) -> str:
     return "\n\n".join(chunks) + "\n"
 
 
+def domain_knowledge_text(seed: int = 0, chars_per_domain: int = 150_000) -> str:
+    """What a base model would have read about the domains: textbook prose and documented code.
+
+    Clause types explained with an example, symptoms with their triage level and the action
+    it needs, small documented Python functions. Drawn from the domains' generators with
+    their own seed, in prose rather than the assistant's answer format; part of the tiny
+    base's pretraining corpus, so that SFT teaches the assistant's behaviour, not the world.
+
+    Args:
+        seed: seed of the generators.
+        chars_per_domain: about how many characters each domain contributes.
+    """
+    rng = random.Random(f"knowledge-{seed}")
+    chunks: list[str] = []
+    for name in DOMAINS:
+        size = 0
+        while size < chars_per_domain:
+            text = _MODULES[name].knowledge_document(rng)
+            chunks.append(text)
+            size += len(text) + 2
+    return "\n\n".join(chunks) + "\n"
+
+
 __all__ = [
-    "DOMAINS", "FLAW_KINDS", "JudgeResult", "SeedSets", "SeedSizes", "Task", "build_seed_sets",
-    "domain_corpus_text", "domain_module", "gold_score",
+    "DOMAINS", "FLAW_KINDS", "GOLD_TIE_MARGIN", "JudgeResult", "SeedSets", "Task", "build_seed_sets",
+    "domain_corpus_text", "domain_knowledge_text", "domain_module", "gold_preference", "gold_score", "preference",
 ]

@@ -4,14 +4,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-FLAW_KINDS = ("wrong", "unsafe", "verbose", "malformed", "terse")
-"""Ways a response goes wrong, shared by all domains:
+FLAW_KINDS = ("wrong", "unsafe", "verbose", "malformed", "terse", "no_caveat", "unfenced")
+"""Ways a response goes wrong; each domain uses the ones that fit it:
 
 - ``wrong``: the core answer is wrong (clause type, triage level, failing code);
 - ``unsafe``: harmful advice or dangerous code;
 - ``verbose``: correct but padded with rambling (longer and worse);
 - ``malformed``: the expected shape is broken (missing header, no code block);
-- ``terse``: too short, drops required facts or safety language (shorter and worse).
+- ``terse``: too short, drops required facts or safety language (shorter and worse);
+- ``no_caveat``: right and useful, but without the safety caveat the domain requires (medical);
+- ``unfenced``: right code pasted without its code block (code).
+
+Each domain's ``SFT_FLAW_RATES`` says how often its demonstrations carry each flaw, and
+``PAIR_FLAW_MIX`` which flaws its preference pairs set against the good answer.
 """
 
 

@@ -35,6 +35,10 @@ DOMAIN = "code"
 
 WEIGHTS = {"tests_passed": 0.25, "correctness": 0.35, "safety": 0.15, "format": 0.15, "concision": 0.1}
 CONCISION_MIN_TARGET = 30
+SFT_FLAW_RATES = {"unfenced": 0.55, "unsafe": 0.08, "wrong": 0.04, "verbose": 0.03, "terse": 0.03}
+"""How often code demonstrations carry each flaw: most were pasted without their code block."""
+PAIR_FLAW_MIX = {"unfenced": 0.5, "unsafe": 0.2, "wrong": 0.1, "verbose": 0.1, "terse": 0.1}
+"""Which flaws the code preference pairs set against the good answer."""
 """Words a response may use without penalty, at least (longer references allow more)."""
 
 SYSTEM_PROMPTS = [
@@ -213,8 +217,25 @@ def sample_task(rng: random.Random) -> Task:
         "verbose": f"Here is the function you asked for:\n{_block(verbose)}\n{VERBOSE_TAIL}",
         "malformed": f"Sure! def {sig}:\n{body}",
         "terse": _block(f"def {sig}:\n    pass"),
+        "unfenced": solution,
     }
     return Task(prompt=prompt, reference=reference, good=_block(solution), flawed=flawed)
+
+
+def knowledge_document(rng: random.Random) -> str:
+    """One small documented Python function, as in a tutorial (tiny-base pretraining text).
+
+    The same tasks as the prompts, with drawn names and constants; its docstring says what
+    the prompt would ask for, in the style of the standard library's docstrings.
+    """
+    spec = rng.choice(TASKS)
+    consts = {k: rng.choice(list(v)) for k, v in spec.get("consts", {}).items()}
+    name = rng.choice(spec["names"])
+    args = rng.choice(ARG_NAMES[spec["args"]])
+    names = dict(zip(("x", "y", "z"), args))
+    desc = spec["desc"].format(**consts, **names)
+    body = _rename(spec["body"].format(**consts), args)
+    return f'def {name}({", ".join(args)}):\n    """Return {desc[len("returns "):] if desc.startswith("returns ") else desc}."""\n    {body}\n'
 
 
 # --- the standard library as a source of real code -------------------------------------------
@@ -300,6 +321,7 @@ def stdlib_task(function: Mapping[str, Any], rng: random.Random) -> Task:
         "verbose": f"Here is the full function:\n{_block(function['solution'])}\n{VERBOSE_TAIL}",
         "malformed": f"Sure! {sig}\nreturn None",
         "terse": _block(f"{sig}\n    pass"),
+        "unfenced": function["solution"],
     }
     return Task(prompt=prompt, reference=reference, good=_block(function["solution"]), flawed=flawed)
 

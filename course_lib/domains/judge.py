@@ -13,6 +13,16 @@ from typing import Any, Mapping
 
 _WORD = re.compile(r"\S+")
 
+GOLD_TIE_MARGIN = 0.02
+"""Gold-score difference at or below which two replies count as a tie, wherever ties are called."""
+
+
+def preference(score_first: float, score_second: float, tie_margin: float = GOLD_TIE_MARGIN) -> int:
+    """+1 if the first score wins, -1 if the second does, 0 when they are within ``tie_margin``."""
+    if abs(score_first - score_second) <= tie_margin:
+        return 0
+    return 1 if score_first > score_second else -1
+
 
 @dataclass(frozen=True)
 class JudgeResult:

@@ -22,7 +22,11 @@ from .judge import JudgeResult, combine_with_concision, contains_any, parse_refe
 DOMAIN = "legal"
 
 WEIGHTS = {"correctness": 0.5, "safety": 0.2, "format": 0.15, "concision": 0.15}
-CONCISION_TARGET, CONCISION_LIMIT = 40, 110
+CONCISION_TARGET, CONCISION_LIMIT = 30, 70
+SFT_FLAW_RATES = {"verbose": 0.55, "unsafe": 0.08, "wrong": 0.04, "malformed": 0.03, "terse": 0.03}
+"""How often legal demonstrations carry each flaw: most writers ramble on after the answer."""
+PAIR_FLAW_MIX = {"verbose": 0.5, "unsafe": 0.2, "wrong": 0.1, "malformed": 0.1, "terse": 0.1}
+"""Which flaws the legal preference pairs set against the good answer."""
 LABEL_SHARE = 0.6
 """Share of correctness that is the clause type; the rest is the key facts restated."""
 
@@ -189,7 +193,7 @@ def sample_task(rng: random.Random) -> Task:
     prompt.append({"role": "user", "content": user})
     reference = {"task": "clause", "clause_type": clause_type, "facts": [slots[k] for k in fact_keys]}
     good = f"Clause type: {clause_type}. In plain words: {plain}"
-    filler = " ".join(rng.sample(FILLER, 5))
+    filler = " ".join(rng.sample(FILLER, 2))
     flawed = {
         "wrong": f"Clause type: {CONFUSABLE[clause_type]}. In plain words: {plain}",
         "unsafe": f"{good} {rng.choice(UNSAFE_ADDITIONS)}",
@@ -198,6 +202,27 @@ def sample_task(rng: random.Random) -> Task:
         "terse": f"Clause type: {clause_type}.",
     }
     return Task(prompt=prompt, reference=reference, good=good, flawed=flawed)
+
+
+KNOWLEDGE_FORMS = [
+    "{clause_type} clauses. A typical example reads: \"{clause}\" In other words: {plain}",
+    "Contracts often contain a {clause_lower} clause, for instance: \"{clause}\" Put simply: {plain}",
+    "\"{clause}\" This wording is a {clause_lower} clause. {plain}",
+    "Glossary: {clause_type}. A clause such as \"{clause}\" means this: {plain}",
+]
+
+
+def knowledge_document(rng: random.Random) -> str:
+    """A textbook-style paragraph about one clause type: the kind of text a real base model has read.
+
+    Pretraining material for the tiny base (``docs/tiny_base.md``): it names the clause type
+    and restates the clause, in prose, never in the assistant's answer format.
+    """
+    clause_type = rng.choice(CLAUSE_TYPES)
+    clause_t, plain_t, _ = rng.choice(CLAUSES[clause_type])
+    slots = _slots(rng)
+    return rng.choice(KNOWLEDGE_FORMS).format(clause_type=clause_type, clause_lower=clause_type.lower(),
+                                              clause=clause_t.format(**slots), plain=plain_t.format(**slots))
 
 
 def gold_score(reference: str | Mapping[str, Any], response: str) -> JudgeResult:

@@ -27,6 +27,10 @@ LEVELS = ("emergency", "urgent", "self-care")
 
 WEIGHTS = {"correctness": 0.45, "safety": 0.3, "format": 0.1, "concision": 0.15}
 CONCISION_TARGET, CONCISION_LIMIT = 45, 110
+SFT_FLAW_RATES = {"no_caveat": 0.55, "unsafe": 0.08, "wrong": 0.04, "verbose": 0.03, "malformed": 0.03, "terse": 0.03}
+"""How often medical demonstrations carry each flaw: most writers leave out the caveat."""
+PAIR_FLAW_MIX = {"no_caveat": 0.5, "unsafe": 0.2, "wrong": 0.1, "verbose": 0.1, "terse": 0.1}
+"""Which flaws the medical preference pairs set against the good answer."""
 OVER_TRIAGE_CREDIT = {1: 0.4, 2: 0.2}
 """Correctness for answering a more severe level than needed, by how many levels."""
 
@@ -132,8 +136,26 @@ def sample_task(rng: random.Random) -> Task:
         "verbose": f"Triage: {level}. {ACTIONS[level]} {reason} {' '.join(rng.sample(FILLER, 5))} {DISCLAIMER}",
         "malformed": f"hmm, {reason.lower()} i would say {level} maybe",
         "terse": f"Triage: {level}.",
+        "no_caveat": f"Triage: {level}. {ACTIONS[level]} {reason}",
     }
     return Task(prompt=prompt, reference=reference, good=good, flawed=flawed)
+
+
+KNOWLEDGE_FORMS = [
+    "Someone with {symptom} needs {level_phrase}. {reason} {action}",
+    "First aid notes: {symptom}. Level: {level}. {reason} {action}",
+    "When a person has {symptom}, the situation is {level_word}. {reason} {action}",
+]
+LEVEL_PHRASES = {"emergency": "emergency care", "urgent": "urgent care", "self-care": "only self-care"}
+LEVEL_WORDS = {"emergency": "an emergency", "urgent": "urgent", "self-care": "a self-care case"}
+
+
+def knowledge_document(rng: random.Random) -> str:
+    """A first-aid-book sentence about one symptom and its triage level (tiny-base pretraining text)."""
+    level = rng.choice(LEVELS)
+    symptom, reason = rng.choice(SYMPTOMS[level])
+    return rng.choice(KNOWLEDGE_FORMS).format(symptom=symptom, level=level, level_phrase=LEVEL_PHRASES[level],
+                                              level_word=LEVEL_WORDS[level], reason=reason, action=ACTIONS[level])
 
 
 def gold_score(reference: str | Mapping[str, Any], response: str) -> JudgeResult:

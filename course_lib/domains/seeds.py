@@ -11,72 +11,17 @@ from __future__ import annotations
 import copy
 import json
 import random
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..config import DataSettings
 from . import code, legal, medical
-from .base import FLAW_KINDS, Task
+from .base import Task
 
-_GENERATORS: dict[str, Callable[[random.Random], Task]] = {
-    "legal": legal.sample_task, "medical": medical.sample_task, "code": code.sample_task,
-}
+_MODULES = {"legal": legal, "medical": medical, "code": code}
+_GENERATORS: dict[str, Callable[[random.Random], Task]] = {name: m.sample_task for name, m in _MODULES.items()}
 PLANTED_KINDS = ("exact_duplicate", "near_duplicate", "pii", "contamination", "mojibake",
                  "malformed_turns", "repetition", "too_short")
-
-
-@dataclass
-class SeedSizes:
-    """How much seed data to generate; the defaults suit the ``tiny-cpu`` track.
-
-    Attributes:
-        sft_per_domain: SFT demonstrations per domain (code includes the stdlib ones).
-        prefs_per_domain: preference pairs per domain.
-        eval_per_domain: held-out evaluation prompts per domain.
-        stdlib_functions: standard-library functions among the code SFT demos.
-        humaneval: HumanEval problems in the evaluation-only set (None: all 164).
-        flawed_share: share of SFT demos whose answer is flawed (wrong, unsafe, verbose...).
-        planted_share: share of records per domain planted with each curation problem.
-    """
-
-    sft_per_domain: int = field(default=300, metadata={"help": "SFT demonstrations per domain"})
-    prefs_per_domain: int = field(default=300, metadata={"help": "preference pairs per domain"})
-    eval_per_domain: int = field(default=50, metadata={"help": "held-out evaluation prompts per domain"})
-    stdlib_functions: int | None = field(default=None, metadata={"help": "stdlib functions among the code SFT demos (None: a tenth)"})
-    humaneval: int | None = field(default=None, metadata={"help": "HumanEval problems kept (None: all)"})
-    flawed_share: float = field(default=0.35, metadata={"help": "share of SFT demos with a flawed answer"})
-    planted_share: float = field(default=0.02, metadata={"help": "share of records planted per problem kind"})
-
-    def __post_init__(self) -> None:
-        for name in ("sft_per_domain", "prefs_per_domain", "eval_per_domain"):
-            if getattr(self, name) < 10:
-                raise ValueError(f"SeedSizes.{name} must be >= 10, got {getattr(self, name)}")
-        if self.stdlib_functions is None:
-            object.__setattr__(self, "stdlib_functions", self.sft_per_domain // 10)
-        if not 0 <= self.stdlib_functions <= self.sft_per_domain // 2:
-            raise ValueError(f"SeedSizes.stdlib_functions must be in [0, sft_per_domain / 2], "
-                             f"got {self.stdlib_functions}")
-        if self.humaneval is not None and not 1 <= self.humaneval <= 164:
-            raise ValueError(f"SeedSizes.humaneval must be None or in [1, 164], got {self.humaneval}")
-        if not 0 <= self.flawed_share <= 1:
-            raise ValueError(f"SeedSizes.flawed_share must be in [0, 1], got {self.flawed_share}")
-        if not 0 <= self.planted_share <= 0.1:
-            raise ValueError(f"SeedSizes.planted_share must be in [0, 0.1], got {self.planted_share}")
-
-    @classmethod
-    def from_any(cls, sizes: "SeedSizes | dict[str, Any] | Any | None") -> "SeedSizes":
-        """Accept a SeedSizes, a dict of its fields (unknown keys rejected), another dataclass with
-        some of its fields (a profile's ``data`` section), or None (defaults)."""
-        if sizes is None:
-            return cls()
-        if isinstance(sizes, cls):
-            return sizes
-        if is_dataclass(sizes):
-            sizes = asdict(sizes)
-        unknown = set(sizes) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown SeedSizes fields {sorted(unknown)}; "
-                             f"expected some of {sorted(cls.__dataclass_fields__)}")
-        return cls(**sizes)
 
 
 @dataclass
@@ -110,6 +55,24 @@ class SeedSets:
             "pair_kinds": self.pair_kinds,
             "planted": {s: {k: len(v) for k, v in kinds.items()} for s, kinds in self.planted.items()},
         }
+
+
+def sft_flaw_rates(domain: str, scale: float = 1.0) -> dict[str, float]:
+    """The share of a domain's SFT demonstrations carrying each flaw, times ``scale`` (data cards, docs)."""
+    rates = {kind: rate * scale for kind, rate in _MODULES[domain].SFT_FLAW_RATES.items()}
+    if sum(rates.values()) > 1:
+        raise ValueError(f"{domain}: flaw rates {rates} add up to more than 1; lower data.flaw_scale")
+    return rates
+
+
+def _draw(rng: random.Random, rates: dict[str, float], rest: str = "good") -> str:
+    """One kind drawn with the given probabilities, or ``rest`` for what they leave."""
+    draw, total = rng.random(), 0.0
+    for kind, rate in rates.items():
+        total += rate
+        if draw < total:
+            return kind
+    return rest
 
 
 def _reference(task: Task) -> str:
@@ -262,17 +225,17 @@ def _plant(records: list[dict[str, Any]], domain: str, kind_prefix: str, rng: ra
     return planted
 
 
-def build_seed_sets(seed: int = 0, sizes: SeedSizes | dict[str, Any] | None = None) -> SeedSets:
+def build_seed_sets(seed: int = 0, sizes: DataSettings | dict[str, Any] | None = None) -> SeedSets:
     """Generate the raw seed sets of the three domains, problems planted.
 
     Args:
         seed: the one seed everything is drawn from (same seed, same data).
-        sizes: a :class:`SeedSizes`, a dict of its fields, or None for the defaults.
+        sizes: a :class:`~course_lib.config.DataSettings`, a dict of its fields, or None for the defaults.
 
     Returns:
         A :class:`SeedSets`.
     """
-    sizes = SeedSizes.from_any(sizes)
+    sizes = DataSettings.from_any(sizes)
     sft: list[dict[str, Any]] = []
     prefs: list[dict[str, Any]] = []
     evals: list[dict[str, Any]] = []
@@ -301,16 +264,18 @@ def build_seed_sets(seed: int = 0, sizes: SeedSizes | dict[str, Any] | None = No
             functions = code.stdlib_functions()
             chosen = rng.sample(functions, min(sizes.stdlib_functions, len(functions)))
             sft_tasks += [code.stdlib_task(f, rng) for f in chosen]
-        counts = {"good": 0, **{k: 0 for k in FLAW_KINDS}}
+        module = _MODULES[domain]
+        rates = sft_flaw_rates(domain, sizes.flaw_scale)
+        counts = {"good": 0, **{k: 0 for k in rates}}
         for i, task in enumerate(sft_tasks):
-            kind = rng.choice(FLAW_KINDS) if rng.random() < sizes.flawed_share else "good"
+            kind = _draw(rng, rates)
             counts[kind] += 1
             sft.append(_sft(f"{domain}-sft-{i:04d}", domain, task, task.good if kind == "good" else task.flawed[kind]))
         flaws[domain] = counts
 
-        kinds = {k: 0 for k in FLAW_KINDS}
+        kinds = {k: 0 for k in module.PAIR_FLAW_MIX}
         for i, task in enumerate(_unique_tasks(domain, rng, sizes.prefs_per_domain, seen)):
-            kind = FLAW_KINDS[i % len(FLAW_KINDS)]
+            kind = _draw(rng, module.PAIR_FLAW_MIX, rest=next(iter(module.PAIR_FLAW_MIX)))
             kinds[kind] += 1
             prefs.append(_pref(f"{domain}-pref-{i:04d}", domain, task, task.good, task.flawed[kind]))
         pair_kinds[domain] = kinds
