@@ -4,9 +4,11 @@ Introduced in ``00_setup``; the report of every run includes it.
 """
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import sys
+import warnings
 from importlib import metadata
 
 KEY_PACKAGES = (
@@ -41,3 +43,20 @@ def environment_report() -> dict[str, object]:
         "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE", "0"),
         "packages": package_versions(),
     }
+
+
+def quiet_library_noise() -> None:
+    """Silence the libraries' messages a learner cannot act on; every other warning still shows.
+
+    - bitsandbytes, on CPUs with AVX512-BF16, tries to fetch an optional faster 4-bit kernel
+      from the Hugging Face hub at import and warns when it cannot (always, offline); its
+      built-in kernel is used instead.
+    - peft and TRL still call ``model.is_gradient_checkpointing`` and
+      ``gradient_checkpointing_enable/disable``, which transformers 5 renamed to
+      ``activation_checkpointing``: a ``FutureWarning`` about their code, not the kit's
+      (the kit itself uses the new names).
+
+    Called when ``course_lib`` is imported.
+    """
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing\w*` is deprecated", category=FutureWarning)

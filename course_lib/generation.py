@@ -87,7 +87,9 @@ def gold_evaluate(model, tokenizer, records: Sequence[dict[str, Any]], *, max_ne
         records: evaluation records ``{"id", "domain", "reference", "prompt"}``.
 
     Returns:
-        ``{"gold_score": mean, "by_domain": {domain: mean}, "rows": [{"id", "domain", "response", "score", "parts"}]}``.
+        ``{"gold_score": mean, "by_domain": {domain: mean}, "parts": {domain: {part: mean}},
+        "rows": [{"id", "domain", "response", "score", "parts"}]}``: ``parts`` shows which rubric
+        dimension (correctness, safety, format, concision, tests passed) a stage moved.
     """
     replies = generate_responses(model, tokenizer, [r["prompt"] for r in records], max_new_tokens=max_new_tokens, batch_size=batch_size)
     rows = []
@@ -95,7 +97,15 @@ def gold_evaluate(model, tokenizer, records: Sequence[dict[str, Any]], *, max_ne
         judged = gold_score(record["domain"], record["reference"], reply)
         rows.append({"id": record["id"], "domain": record["domain"], "response": reply, "score": judged.score, "parts": judged.parts})
     by_domain: dict[str, list[float]] = {}
+    parts: dict[str, dict[str, list[float]]] = {}
     for row in rows:
         by_domain.setdefault(row["domain"], []).append(row["score"])
+        for name, value in row["parts"].items():
+            parts.setdefault(row["domain"], {}).setdefault(name, []).append(value)
     mean = sum(r["score"] for r in rows) / max(1, len(rows))
-    return {"gold_score": mean, "by_domain": {d: sum(v) / len(v) for d, v in sorted(by_domain.items())}, "rows": rows}
+    return {
+        "gold_score": mean,
+        "by_domain": {d: sum(v) / len(v) for d, v in sorted(by_domain.items())},
+        "parts": {d: {name: sum(v) / len(v) for name, v in p.items()} for d, p in sorted(parts.items())},
+        "rows": rows,
+    }

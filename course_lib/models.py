@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def _hub_offline() -> bool:
 def resolve_model_path(name: str) -> str:
     """Turn a profile's model name into something ``from_pretrained`` can load.
 
-    ``tiny-base`` builds (or finds) the embedded model; an existing folder is used as is;
+    ``tiny-base`` is the embedded model the package ships; an existing folder is used as is;
     anything else is a hub id, which fails fast with a clear message when the hub is
     offline and the model is not in the local cache.
 
@@ -57,9 +58,9 @@ def resolve_model_path(name: str) -> str:
             hub id that cannot be reached offline.
     """
     if name == TINY_BASE:
-        from .tiny_base import build_tiny_base
+        from .tiny_base import shipped_base_dir
 
-        return str(build_tiny_base())
+        return str(shipped_base_dir())
     local = Path(name).expanduser()
     if local.exists() or name.startswith(_LOCAL_PREFIXES):
         if not local.is_dir():
@@ -174,7 +175,9 @@ def load_model(profile: Profile, path: str | None = None, *, num_labels: int | N
     if num_labels is None:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, **kwargs)
+        # A new head on a causal LM: transformers reports score.weight as missing, which is the point.
+        with _quiet_load_report():
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, **kwargs)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = model.config.eos_token_id
     if quant is None:
@@ -186,8 +189,22 @@ def load_model(profile: Profile, path: str | None = None, *, num_labels: int | N
             model, use_gradient_checkpointing=profile.training.gradient_checkpointing
         )
     if profile.training.gradient_checkpointing and for_training and quant is None:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     return model
+
+
+@contextmanager
+def _quiet_load_report():
+    """Hold back transformers' load report (its warnings) while a fresh head is attached."""
+    import logging
+
+    log = logging.getLogger("transformers.modeling_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def lora_config(profile: Profile, task_type: str = "CAUSAL_LM"):

@@ -1,4 +1,4 @@
-"""Statistics the stages and notebooks report with: bootstrap and t confidence intervals.
+"""Statistics the stages and notebooks report with: confidence intervals and accuracy against gold.
 
 Introduced in ``03_reward_model`` (accuracy with a CI).
 """
@@ -71,3 +71,23 @@ def t_interval(values: Sequence[float], confidence: float = 0.95,
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
     return mean, low, high
+
+
+def ranked_correctly(margins: Sequence[float], gold: Sequence[int]) -> np.ndarray:
+    """1.0 where a score margin ranks a pair the way gold does, 0.0 where it does not.
+
+    Pairs that gold calls a tie (``gold == 0``) are left out; a zero margin counts as wrong.
+    The mean is the pairwise accuracy against gold (``03_reward_model``).
+
+    Args:
+        margins: ``score(first) - score(second)`` per pair.
+        gold: +1 (gold prefers the first), -1 (the second) or 0 (tie) per pair.
+
+    Returns:
+        One 0/1 value per non-tie pair, shape ``(n_non_tie,)``.
+    """
+    margins, gold = np.asarray(margins, dtype=float), np.asarray(gold)
+    if margins.shape != gold.shape:
+        raise ValueError(f"margins {margins.shape} and gold {gold.shape} must have the same shape")
+    keep = gold != 0
+    return (np.sign(margins[keep]) == gold[keep]).astype(float)

@@ -10,8 +10,10 @@ from transformers import TrainerCallback
 
 from course_lib.data import ensure_curated_data
 from course_lib.errors import ConfigError, DataError, MissingArtifactError
-from course_lib.stages import STAGES, RewardStageConfig, RunContext, SFTStageConfig, register_stage, run_reward, run_sft
-from course_lib.stages.reward import reward_trainer_batch
+from course_lib.data import load_records
+from course_lib.stages import (STAGES, RewardStageConfig, RunContext, SFTStageConfig, finish_sft, make_reward_trainer,
+                               make_sft_trainer, register_stage, run_reward, run_sft)
+from course_lib.stages.reward import train_reward_model
 
 pytestmark = pytest.mark.slow
 SMALL = {"sft_per_domain": 24, "prefs_per_domain": 24, "eval_per_domain": 10}
@@ -125,16 +127,33 @@ def test_scores_come_back_in_the_conversations_order(trained_run):
     sft_dir = trained_run.artifact("sft", "merged", "02_sft")
     tok = load_tokenizer(trained_run.profile, str(sft_dir))
     pairs = [dict(p) for p in load_records(trained_run.data_file("prefs_val.jsonl"), "preference")][:6]
-    model = train_reward_model(trained_run.profile, sft_dir, tok, pairs, RewardStageConfig(max_steps=2), seed=0)[0]
+    model = train_reward_model(RewardStageConfig(max_steps=2), trained_run, pairs, seed=0)[0]
     conversations = [p["prompt"] + p[side] for p in pairs for side in ("chosen", "rejected")]
     assert len({len(str(c)) for c in conversations}) > 1  # lengths differ, so the batches are reordered
-    one_by_one = [score_conversations(model, tok, [c])[0] for c in conversations]
-    assert score_conversations(model, tok, conversations, batch_size=4) == pytest.approx(one_by_one, abs=1e-4)
-    assert score_conversations(model, tok, []).shape == (0,)
+    one_by_one = [score_conversations(model, tok, [c], 256)[0] for c in conversations]
+    assert score_conversations(model, tok, conversations, 256, batch_size=4) == pytest.approx(one_by_one, abs=1e-4)
+    assert score_conversations(model, tok, [], 256).shape == (0,)
+
+
+def test_scoring_cuts_at_the_training_length_and_says_so(trained_run):
+    from course_lib.models import load_tokenizer
+    from course_lib.stages.reward import score_conversations
+
+    tok = load_tokenizer(trained_run.profile, str(trained_run.artifact("sft", "merged", "02_sft")))
+    model = train_reward_model(RewardStageConfig(max_steps=1), trained_run,
+                               [dict(p) for p in load_records(trained_run.data_file("prefs_val.jsonl"), "preference")][:4],
+                               seed=0)[0]
+    short = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello there."}]
+    long = [short[0], {"role": "assistant", "content": "Hello there. " + "word " * 400}]
+    with pytest.warns(UserWarning, match="1 of 2 conversations are longer than max_length=32"):
+        scores = score_conversations(model, tok, [short, long], 32)
+    cut = [short[0], {"role": "assistant", "content": "Hello there. " + "word " * 40}]
+    assert scores[1] == pytest.approx(score_conversations(model, tok, [cut], 32)[0], abs=1e-5)
 
 
 def test_bradley_terry_by_hand_equals_the_trainer(trained_run):
-    trainer, batch = reward_trainer_batch(trained_run, n_pairs=4)
+    trainer = make_reward_trainer(RewardStageConfig(max_steps=1), trained_run, progress=False)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     model = trainer.model.eval()
     with torch.no_grad():
         rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
@@ -215,18 +234,51 @@ def test_labels_from_the_widget_store_train_the_reward_model_unchanged(trained_r
     assert result.metrics["train_pairs"] == 6
 
 
-def test_label_efficiency_curve_shares_its_first_point_across_strategies(trained_run):
+def test_label_efficiency_curve_shares_its_first_point_across_strategies(trained_run, monkeypatch):
+    import course_lib.stages.reward_active as active
     from course_lib.stages.reward_active import LabelCurveConfig, label_efficiency_curve
 
     cfg = LabelCurveConfig(label_counts=(6, 12), seeds=(0, 1), max_steps=2, batch_size=4)
-    messages = []
-    curve = label_efficiency_curve(trained_run, cfg, progress=messages.append)
+    trained = []
+    real = active.train_reward_model
+    monkeypatch.setattr(active, "train_reward_model", lambda *a, **k: trained.append(1) or real(*a, **k))
+    curve = label_efficiency_curve(trained_run, cfg, progress=False)
     assert curve["label_counts"] == [6, 12] and set(curve["curves"]) == {"random", "uncertainty"}
     for line in curve["curves"].values():
         assert line["x"] == [6, 12] and len(line["per_seed"]) == 2
         assert all(0 <= low <= mean <= high <= 1 for low, mean, high in zip(line["low"], line["mean"], line["high"]))
     firsts = {strategy: [run[0] for run in line["per_seed"]] for strategy, line in curve["curves"].items()}
     assert firsts["random"] == firsts["uncertainty"]  # the same random first labels, trained once
-    assert len(messages) == 2 * (1 + 2)  # per seed: the shared point, then one point per strategy
+    assert len(trained) == 2 * (1 + 2) * cfg.ensemble_size  # per seed: the shared point, then one per strategy
     with pytest.raises(ConfigError, match="label counts"):
         LabelCurveConfig(label_counts=(12, 6))
+
+
+def test_the_notebook_path_and_the_cached_path_write_the_same_stage(tmp_path, small_data):
+    """make_sft_trainer + train() + finish_sft (notebook 02) leaves what run_sft would: run_sft then skips."""
+    run = new_run(tmp_path, small_data)
+    cfg = SFTStageConfig(max_steps=2, eval_prompts=2, max_new_tokens=4, logging_steps=1, save_steps=10, progress=False)
+    trainer = make_sft_trainer(cfg, run)
+    assert trainer.args.max_steps == 2 and trainer.args.assistant_only_loss
+    trainer.train()
+    result = finish_sft(trainer, cfg, run)
+    assert (result.output_dir / "COMPLETE").is_file() and (result.output_dir / "merged" / "model.safetensors").is_file()
+    assert result.metrics["ledger"]["tokens"] > 0 and result.metrics["gold_score_before"] is not None
+    assert run_sft(cfg, run).skipped
+
+
+def test_editing_any_kit_code_a_stage_runs_reruns_it(tmp_path, small_data, monkeypatch):
+    """The marker covers all kit code, not only stages/: an edited gold judge re-runs SFT."""
+    from course_lib import fingerprint
+    from course_lib.paths import PACKAGE_DIR
+
+    run = new_run(tmp_path / "run", small_data)
+    cfg = SFTStageConfig(max_steps=1, eval_prompts=0, save_steps=10, eval_steps=10, progress=False)
+    assert not run_sft(cfg, run).skipped
+    copy = tmp_path / "course_lib"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "_track"))
+    monkeypatch.setattr(fingerprint, "PACKAGE_DIR", copy)
+    assert run_sft(cfg, run).skipped  # the same code, read from the copy: still done
+    judge = copy / "domains" / "judge.py"
+    judge.write_text(judge.read_text() + "\n# an edit to the gold judge\n")
+    assert not run_sft(cfg, run).skipped  # edited code: the stage runs again

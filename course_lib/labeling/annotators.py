@@ -13,11 +13,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from ..domains.judge import GOLD_TIE_MARGIN, preference
 from .pairs import response_text
 from .store import LabelStore, timestamp_now
-
-GOLD_TIE_MARGIN = 0.02
-"""Gold-score difference at or below which two replies count as a tie, wherever ties are called."""
 
 Judge = Callable[[str, Any, str], Any]
 """``judge(domain, reference, response)`` returning a result with a ``.score`` in [0, 1]."""
@@ -67,10 +65,7 @@ def gold_choice(
     pair: Mapping[str, Any], judge: Judge | CachedJudge | None = None, tie_margin: float = GOLD_TIE_MARGIN
 ) -> str:
     """What the gold judge prefers: ``"A"``, ``"B"``, or ``"tie"`` when the scores are within ``tie_margin``."""
-    score_a, score_b = as_cached(judge).pair_scores(pair)
-    if abs(score_a - score_b) <= tie_margin:
-        return "tie"
-    return "A" if score_a > score_b else "B"
+    return {1: "A", -1: "B", 0: "tie"}[preference(*as_cached(judge).pair_scores(pair), tie_margin)]
 
 
 @dataclass

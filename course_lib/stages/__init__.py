@@ -1,4 +1,8 @@
-"""The pipeline's stages: one function and one config dataclass each, in a small registry.
+"""The pipeline's stages: one config dataclass each, a builder, a finisher and a cached runner.
+
+Each stage offers ``make_<stage>_trainer(cfg, run)`` (the configured TRL trainer, for a
+notebook to show and train), ``finish_<stage>(trainer, cfg, run)`` (save, measure, mark),
+and ``run_<stage>(cfg, run)``, the two with a cache, for the track and the pipeline.
 
 ``STAGES`` maps a stage name to ``(run_function, config_class)``; the unified pipeline
 iterates it, and new stages (KTO, ORPO, GRPO...) join with :func:`register_stage`
@@ -9,9 +13,9 @@ from __future__ import annotations
 from typing import Callable
 
 from .base import RunContext, StageResult
-from .reward import run_reward
+from .reward import finish_reward, load_reward_model, make_reward_trainer, run_reward
 from .reward_config import RewardStageConfig
-from .sft import run_sft
+from .sft import finish_sft, make_sft_trainer, run_sft
 from .sft_config import SFTStageConfig
 
 STAGES: dict[str, tuple[Callable[..., StageResult], type]] = {}
@@ -33,4 +37,7 @@ def register_stage(name: str, run: Callable[..., StageResult], config_class: typ
 register_stage("sft", run_sft, SFTStageConfig)
 register_stage("reward", run_reward, RewardStageConfig)
 
-__all__ = ["STAGES", "RewardStageConfig", "RunContext", "SFTStageConfig", "StageResult", "register_stage", "run_reward", "run_sft"]
+__all__ = [
+    "STAGES", "RewardStageConfig", "RunContext", "SFTStageConfig", "StageResult", "finish_reward", "finish_sft",
+    "load_reward_model", "make_reward_trainer", "make_sft_trainer", "register_stage", "run_reward", "run_sft",
+]

@@ -1,7 +1,10 @@
 """The reward-model stage: TRL's ``RewardTrainer`` on the SFT model, judged against gold.
 
 A scalar head on the merged SFT model, trained with LoRA (the head itself fully trainable)
-on preference pairs. Besides the model it measures what a reward model gets wrong:
+on preference pairs. Two ways in, one stage folder out: notebook 03 builds the first
+model's trainer in plain sight (:func:`make_reward_trainer`), trains it and hands it to
+:func:`finish_reward`; the track and the pipeline call :func:`run_reward`, which does the
+same with a cache. Besides the model, the stage measures what a reward model gets wrong:
 held-out accuracy against the gold judge with a bootstrap CI, optional k-fold accuracy,
 an optional seed ensemble giving an uncertainty per pair, a length-bias probe, and a
 calibration curve. Writes ``runs/<name>/reward/member_<i>/`` (adapters) and
@@ -10,6 +13,9 @@ calibration curve. Writes ``runs/<name>/reward/member_<i>/`` (adapters) and
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,35 +23,51 @@ import numpy as np
 
 from ..atomic import atomic_write_jsonl
 from ..data import load_records
-from ..domains import gold_score
+from ..domains import gold_preference
 from ..errors import DataError
 from ..labeling import ensemble_uncertainty
 from ..models import check_same_tokenizer, detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
-from ..stats import bootstrap_ci
+from ..stats import bootstrap_ci, ranked_correctly
 from .base import (
-    MARKER, ComputeLedger, RunContext, StageResult, common_training_args, completed, finish_stage, load_stage_metrics, stage_hash,
+    MARKER, ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, completed,
+    finish_stage, ledger_of, load_stage_metrics, stage_hash,
 )
 from .reward_config import RewardStageConfig
 
 STAGE = "reward"
+SFT_PRODUCER = "notebook 02_sft (run_sft)"
 LENGTH_FILLER = " To add some further context, it is worth noting again that the points above are the main ones to keep in mind."
 
 
-def gold_preference(record: dict[str, Any]) -> int:
-    """+1 if the gold judge prefers ``chosen``, -1 if ``rejected``, 0 on a tie."""
-    chosen = gold_score(record["domain"], record["reference"], record["chosen"][-1]["content"]).score
-    rejected = gold_score(record["domain"], record["reference"], record["rejected"][-1]["content"]).score
-    return int(np.sign(chosen - rejected))
+def gold_labels(rows: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Gold's verdict on each preference row: +1 chosen wins, -1 rejected wins, 0 a tie; shape ``(n,)``."""
+    return np.array([gold_preference(r["domain"], r["reference"], r["chosen"][-1]["content"], r["rejected"][-1]["content"])
+                     for r in rows], dtype=int)
 
 
-def score_conversations(model, tokenizer, conversations: Sequence[list[dict[str, str]]], batch_size: int = 32) -> np.ndarray:
-    """Reward of each full conversation (prompt + assistant reply), shape ``(n,)``."""
+def score_conversations(model, tokenizer, conversations: Sequence[list[dict[str, str]]], max_length: int,
+                        batch_size: int = 32) -> np.ndarray:
+    """Reward of each full conversation (prompt + assistant reply), shape ``(n,)``.
+
+    Args:
+        model: a sequence-classification model with one output.
+        tokenizer: its tokenizer, with the chat template.
+        conversations: message lists, each ending with the assistant's reply.
+        max_length: tokens kept per conversation: the length the reward model trained at
+            (the profile's ``max_seq_length``). Longer ones are cut, with a warning.
+        batch_size: conversations per forward pass.
+    """
     import torch
 
     texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
     if not texts:
         return np.empty(0, dtype=np.float32)
-    input_ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=1024)["input_ids"]
+    input_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    cut = sum(len(ids) > max_length for ids in input_ids)
+    if cut:
+        warnings.warn(f"{cut} of {len(texts)} conversations are longer than max_length={max_length} tokens; "
+                      "they are scored on their first max_length tokens, as the reward model was trained", stacklevel=2)
+        input_ids = [ids[:max_length] for ids in input_ids]
     # Batches of similar length waste little compute on padding (2-3x faster on CPU).
     order = np.argsort([len(ids) for ids in input_ids], kind="stable")
     scores = np.empty(len(texts), dtype=np.float32)
@@ -58,10 +80,10 @@ def score_conversations(model, tokenizer, conversations: Sequence[list[dict[str,
     return scores
 
 
-def pair_margins(model, tokenizer, pairs: Sequence[dict[str, Any]]) -> np.ndarray:
+def pair_margins(model, tokenizer, pairs: Sequence[dict[str, Any]], max_length: int) -> np.ndarray:
     """``r(prompt + chosen) - r(prompt + rejected)`` for each pair, shape ``(n,)``."""
-    chosen = score_conversations(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs])
-    rejected = score_conversations(model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs])
+    chosen = score_conversations(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], max_length)
+    rejected = score_conversations(model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], max_length)
     return chosen - rejected
 
 
@@ -91,7 +113,7 @@ def calibration_curve(margins: np.ndarray, labels: np.ndarray, bins: int, seed: 
     return {"predicted": predicted, "observed": observed, "count": count, "ece": float(ece)}
 
 
-def length_bias_probe(model, tokenizer, pairs: Sequence[dict[str, Any]], n_pairs: int) -> dict[str, Any]:
+def length_bias_probe(model, tokenizer, pairs: Sequence[dict[str, Any]], n_pairs: int, max_length: int) -> dict[str, Any]:
     """How much the reward follows length rather than content.
 
     Two measures: the Spearman correlation between reward and reply length over every
@@ -101,13 +123,13 @@ def length_bias_probe(model, tokenizer, pairs: Sequence[dict[str, Any]], n_pairs
     from scipy.stats import spearmanr
 
     replies = [p["prompt"] + p[side] for p in pairs for side in ("chosen", "rejected")]
-    rewards = score_conversations(model, tokenizer, replies)
+    rewards = score_conversations(model, tokenizer, replies, max_length)
     lengths = [len(r[-1]["content"]) for r in replies]
     rho, p_value = spearmanr(lengths, rewards)
     probe = list(pairs)[:n_pairs]
     short = [p["prompt"] + p["chosen"] for p in probe]
     long = [p["prompt"] + [{"role": "assistant", "content": p["chosen"][-1]["content"] + LENGTH_FILLER}] for p in probe]
-    diff = score_conversations(model, tokenizer, long) - score_conversations(model, tokenizer, short)
+    diff = score_conversations(model, tokenizer, long, max_length) - score_conversations(model, tokenizer, short, max_length)
     return {
         "spearman_reward_vs_length": float(rho),
         "spearman_p_value": float(p_value),
@@ -117,95 +139,175 @@ def length_bias_probe(model, tokenizer, pairs: Sequence[dict[str, Any]], n_pairs
     }
 
 
-def make_reward_trainer(profile, sft_dir: Path, tok, rows: list[dict[str, Any]], cfg: RewardStageConfig, seed: int,
-                        output_dir: Path, callbacks: list | None = None):
+def preference_rows(run: RunContext, file: str) -> list[dict[str, Any]]:
+    """The TRL preference rows of a data file in the run (curated pairs or the workshop's labels)."""
+    return [dict(r) for r in load_records(run.data_file(file), "preference")]
+
+
+def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict[str, Any]] | None = None,
+                        seed: int | None = None, output_dir: Path | None = None, callbacks: list | None = None,
+                        progress: bool | None = None):
     """TRL's ``RewardTrainer`` for a fresh scalar head (plus LoRA) on the SFT model.
 
+    Introduced in ``03_reward_model``, which builds it in plain sight and calls ``train()``.
+
     Args:
-        profile: precision, LoRA and budgets.
-        sft_dir: the merged SFT model the reward head sits on.
-        tok: the SFT tokenizer.
-        rows: TRL preference rows (``prompt``, ``chosen``, ``rejected``).
-        cfg: steps, learning rate, batch size.
-        seed: this model's seed.
-        output_dir: where checkpoints go.
+        cfg: steps, learning rate, batch size, the training file.
+        run: the run (its SFT model and data).
+        rows: TRL preference rows to train on; None reads ``cfg.train_file``.
+        seed: this model's seed; None takes ``cfg.seed``.
+        output_dir: where checkpoints go; None is ``<run>/reward/member_0/checkpoints``.
         callbacks: extra trainer callbacks.
+        progress: show a live progress bar; None takes ``cfg.progress``.
+
+    Raises:
+        MissingArtifactError: no SFT model (notebook 02) or no preference data (notebook 01).
     """
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    model = load_model(profile, str(sft_dir), num_labels=1)
+    profile = run.profile
+    sft_dir = run.artifact("sft", "merged", SFT_PRODUCER)
+    rows = preference_rows(run, cfg.train_file) if rows is None else rows
+    progress = cfg.progress if progress is None else progress
     args = RewardConfig(
-        **common_training_args(profile, output_dir=output_dir, max_steps=cfg.max_steps or profile.budgets.reward,
-                               learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, seed=seed, report_to=cfg.report_to),
+        **common_training_args(profile, output_dir=output_dir or run.stage_dir(STAGE) / "member_0" / "checkpoints",
+                               max_steps=cfg.max_steps or profile.budgets.reward, learning_rate=cfg.learning_rate,
+                               batch_size=cfg.batch_size, seed=cfg.seed if seed is None else seed,
+                               report_to=cfg.report_to, progress=progress),
         max_length=profile.model.max_seq_length,
         center_rewards_coefficient=0.01,
         include_num_input_tokens_seen="non_padding",
     )
     train = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
-    return RewardTrainer(
-        model=model, args=args, train_dataset=train, processing_class=tok,
+    # The head is new, so transformers reports score.weight as missing: expected, and said once in notebook 03.
+    model = load_model(profile, str(sft_dir), num_labels=1)
+    trainer = RewardTrainer(
+        model=model, args=args, train_dataset=train, processing_class=load_tokenizer(profile, str(sft_dir)),
         peft_config=lora_config(profile, task_type="SEQ_CLS") if profile.lora.enabled else None, callbacks=callbacks,
     )
+    return attach_kit_callbacks(trainer, ComputeLedger(device=detect_device(profile.device)), progress)
 
 
-def reward_trainer_batch(run: RunContext, n_pairs: int = 8, seed: int = 0):
-    """An untrained reward trainer and one collated batch of its data (``03_reward_model``).
-
-    The notebook computes the Bradley-Terry loss by hand on this batch and checks it
-    against ``trainer.compute_loss``. In the batch the chosen sequences come first and
-    the rejected ones after them, pair by pair.
-    """
-    import tempfile
-
-    sft_dir = run.artifact("sft", "merged", "notebook 02_sft (run_sft)")
-    tok = load_tokenizer(run.profile, str(sft_dir))
-    rows = [dict(r) for r in load_records(run.data_file("prefs_train.jsonl"), "preference")][:n_pairs]
-    trainer = make_reward_trainer(run.profile, sft_dir, tok, rows, RewardStageConfig(max_steps=1), seed,
-                                  Path(tempfile.mkdtemp(prefix="reward_probe_")))
-    # The trainer drops pairs longer than max_length, so the batch may hold fewer than n_pairs.
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
-    return trainer, {k: v.to(trainer.model.device) for k, v in batch.items()}
-
-
-def train_reward_model(profile, sft_dir: Path, tok, rows: list[dict[str, Any]], cfg: RewardStageConfig, seed: int,
+def train_reward_model(cfg: RewardStageConfig, run: RunContext, rows: list[dict[str, Any]], seed: int,
                        out_dir: Path | None = None, callbacks: list | None = None):
-    """Train one reward model on preference ``rows``.
+    """Train one reward model quietly (ensembles, k-fold, the label-efficiency curve).
 
     Args: as :func:`make_reward_trainer`, with ``out_dir`` the folder to save the adapter
-    (and checkpoints) in; None trains in a scratch folder and keeps the model in memory.
+    (and checkpoints) in; None trains in a scratch folder, removed afterwards, and keeps
+    the model in memory only.
 
     Returns:
         ``(model, ledger_summary, training_losses)``.
     """
-    import shutil
-    import tempfile
-
     scratch = Path(tempfile.mkdtemp(prefix="reward_")) if out_dir is None else out_dir
-    trainer = make_reward_trainer(profile, sft_dir, tok, rows, cfg, seed, scratch / "checkpoints", callbacks)
-    with ComputeLedger(trainer.model, detect_device(profile.device)) as ledger:
+    try:
+        trainer = make_reward_trainer(cfg, run, rows, seed, scratch / "checkpoints", callbacks, progress=False)
         trainer.train()
-        ledger.add_tokens(trainer.state.num_input_tokens_seen)
-    if out_dir is not None:
-        trainer.model.save_pretrained(out_dir, safe_serialization=True)
-    else:
-        shutil.rmtree(scratch, ignore_errors=True)
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return trainer.model, ledger.summary(), losses
+        if out_dir is not None:
+            trainer.model.save_pretrained(out_dir, safe_serialization=True)
+    finally:
+        if out_dir is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return trainer.model, ledger_of(trainer).summary(), _losses(trainer)
+
+
+def _losses(trainer) -> list[float]:
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
 
 def load_reward_model(run: RunContext, member: int = 0):
-    """The trained reward model (SFT model + reward head adapter), ready to score."""
+    """The trained reward model (SFT model + reward head adapter), ready to score (``03b``)."""
     from peft import PeftModel
 
-    sft_dir = run.artifact("sft", "merged", "notebook 02_sft (run_sft)")
+    sft_dir = run.artifact("sft", "merged", SFT_PRODUCER)
     adapter = run.artifact(STAGE, f"member_{member}", "notebook 03_reward_model (run_reward)")
     base = load_model(run.profile, str(sft_dir), num_labels=1, for_training=False)
     return PeftModel.from_pretrained(base, str(adapter)).eval()
 
 
+def _inputs(cfg: RewardStageConfig, run: RunContext) -> dict[str, Path]:
+    return {"sft": run.artifact("sft", "merged", SFT_PRODUCER), "train": run.data_file(cfg.train_file),
+            "val": run.data_file("prefs_val.jsonl")}
+
+
+def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext) -> StageResult:
+    """Complete the reward stage from its first trained model: what follows ``trainer.train()``.
+
+    Saves that model as ``member_0``, trains the rest of the ensemble (and the k-fold
+    models) quietly, measures accuracy against gold with a bootstrap CI, per domain and
+    per member, the length-bias probe and the calibration curve, and writes the stage's
+    config, metrics and marker exactly as :func:`run_reward` does.
+
+    Args:
+        trainer: a trainer from :func:`make_reward_trainer`, after ``train()``.
+        cfg: the settings it was built with.
+        run: the run it belongs to.
+
+    Raises:
+        ConfigError: the SFT stage used another tokenizer.
+        DataError: the validation pairs hold no pair the gold judge can order.
+    """
+    from sklearn.model_selection import KFold
+
+    profile, out = run.profile, run.stage_dir(STAGE)
+    inputs = _inputs(cfg, run)
+    digest = stage_hash(cfg, profile, inputs)
+    max_length = profile.model.max_seq_length
+    tok = trainer.processing_class
+    sft_info = json.loads((run.stage_dir("sft") / "stage_info.json").read_text())
+    check_same_tokenizer({"sft": sft_info["tokenizer_fingerprint"], "reward": tokenizer_fingerprint(tok)})
+    train_rows = preference_rows(run, cfg.train_file)
+    val_rows = preference_rows(run, "prefs_val.jsonl")
+    labels = gold_labels(val_rows)
+    keep = labels != 0
+    if not keep.any():
+        raise DataError("no validation pair has a gold preference (all ties)", file=inputs["val"])
+
+    trainer.model.save_pretrained(out / "member_0", safe_serialization=True)
+    members = [(trainer.model, ledger_of(trainer).summary(), _losses(trainer))]
+    for member in range(1, cfg.ensemble_size):
+        members.append(train_reward_model(cfg, run, train_rows, cfg.seed + member, out / f"member_{member}"))
+    margins_arr = np.stack([pair_margins(m, tok, val_rows, max_length) for m, _, _ in members])  # (ensemble, n_val)
+    probe = length_bias_probe(members[0][0], tok, [r for r, k in zip(val_rows, keep) if k], cfg.length_probe_pairs, max_length)
+    mean_margin = margins_arr.mean(axis=0)
+    acc, low, high = bootstrap_ci(ranked_correctly(mean_margin, labels), n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+
+    kfold = None
+    if cfg.kfold:
+        fold_acc = []
+        for tr, te in KFold(cfg.kfold, shuffle=True, random_state=cfg.seed).split(train_rows):
+            fold_model, _, _ = train_reward_model(cfg, run, [train_rows[i] for i in tr], cfg.seed)
+            held = [train_rows[i] for i in te]
+            fold_acc.append(float(ranked_correctly(pair_margins(fold_model, tok, held, max_length), gold_labels(held)).mean()))
+        kfold = {"folds": cfg.kfold, "accuracy": fold_acc, "mean": float(np.mean(fold_acc)), "std": float(np.std(fold_acc))}
+
+    uncertainty = ensemble_uncertainty(margins_arr)  # (n_val,), as active learning measures it
+    rows = [
+        {"id": r["id"], "domain": r["domain"], "gold_label": int(l), "margins": [float(x) for x in margins_arr[:, i]],
+         "mean_margin": float(mean_margin[i]), "uncertainty": float(uncertainty[i])}
+        for i, (r, l) in enumerate(zip(val_rows, labels))
+    ]
+    atomic_write_jsonl(out / "pair_scores.jsonl", rows)
+    domains = np.array([r["domain"] for r in val_rows])
+    by_domain = {d: float(ranked_correctly(mean_margin[domains == d], labels[domains == d]).mean())
+                 if (keep & (domains == d)).any() else None for d in sorted(set(domains))}
+    metrics = {
+        "accuracy": acc, "accuracy_ci_low": low, "accuracy_ci_high": high, "val_pairs": int(keep.sum()),
+        "accuracy_by_domain": by_domain,
+        "member_accuracy": [float(ranked_correctly(m, labels).mean()) for m in margins_arr],
+        "ensemble_size": cfg.ensemble_size, "mean_uncertainty": float(uncertainty.mean()),
+        "kfold": kfold, "length_bias": probe,
+        "calibration": calibration_curve(mean_margin[keep], labels[keep], cfg.calibration_bins, cfg.seed),
+        "train_pairs": len(train_rows), "train_losses": [m[2] for m in members], "ledger": [m[1] for m in members],
+    }
+    info = {"tokenizer_fingerprint": tokenizer_fingerprint(tok), "sft_dir": str(inputs["sft"])}
+    finish_stage(out, digest, cfg, metrics, info, inputs)
+    return StageResult(STAGE, out, metrics)
+
+
 def run_reward(cfg: RewardStageConfig, run: RunContext, callbacks: list | None = None) -> StageResult:
-    """Train the reward model(s) and measure them against the gold judge.
+    """The reward stage with its cache: skip when done with the same inputs.
 
     Args:
         cfg: the stage's settings.
@@ -217,71 +319,10 @@ def run_reward(cfg: RewardStageConfig, run: RunContext, callbacks: list | None =
         ConfigError: the SFT stage used another tokenizer.
         DataError: the validation pairs hold no pair the gold judge can order.
     """
-    from sklearn.model_selection import KFold
-
-    profile = run.profile
     out = run.stage_dir(STAGE)
-    sft_dir = run.artifact("sft", "merged", "notebook 02_sft (run_sft)")
-    inputs = {"sft": sft_dir, "train": run.data_file(cfg.train_file), "val": run.data_file("prefs_val.jsonl")}
-    digest = stage_hash(cfg, profile, inputs)
-    if completed(out, digest):
+    if completed(out, stage_hash(cfg, run.profile, _inputs(cfg, run))):
         return StageResult(STAGE, out, load_stage_metrics(out), skipped=True)
     (out / MARKER).unlink(missing_ok=True)
-
-    tok = load_tokenizer(profile, str(sft_dir))
-    sft_info = json.loads((run.stage_dir("sft") / "stage_info.json").read_text())
-    check_same_tokenizer({"sft": sft_info["tokenizer_fingerprint"], "reward": tokenizer_fingerprint(tok)})
-    train_rows = [dict(r) for r in load_records(inputs["train"], "preference")]
-    val_rows = [dict(r) for r in load_records(inputs["val"], "preference")]
-    labels = np.array([gold_preference(r) for r in val_rows])
-    keep = labels != 0
-    if not keep.any():
-        raise DataError("no validation pair has a gold preference (all ties)", file=inputs["val"])
-
-    margins, ledgers, losses = [], [], []
-    for member in range(cfg.ensemble_size):
-        model, ledger, member_losses = train_reward_model(profile, sft_dir, tok, train_rows, cfg, cfg.seed + member, out / f"member_{member}", callbacks)
-        margins.append(pair_margins(model, tok, val_rows))
-        ledgers.append(ledger)
-        losses.append(member_losses)
-        if member == 0:
-            probe = length_bias_probe(model, tok, [r for r, k in zip(val_rows, keep) if k], cfg.length_probe_pairs)
-    margins_arr = np.stack(margins)  # (ensemble, n_val)
-    mean_margin = margins_arr.mean(axis=0)
-    correct = (np.sign(mean_margin[keep]) == labels[keep]).astype(float)
-    acc, low, high = bootstrap_ci(correct, n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
-    member_acc = [float((np.sign(m[keep]) == labels[keep]).mean()) for m in margins_arr]
-
-    kfold = None
-    if cfg.kfold:
-        fold_acc = []
-        for k, (tr, te) in enumerate(KFold(cfg.kfold, shuffle=True, random_state=cfg.seed).split(train_rows)):
-            fold_model, _, _ = train_reward_model(profile, sft_dir, tok, [train_rows[i] for i in tr], cfg, cfg.seed, None, callbacks)
-            held = [train_rows[i] for i in te]
-            fold_labels = np.array([gold_preference(r) for r in held])
-            m = pair_margins(fold_model, tok, held)
-            fold_acc.append(float((np.sign(m[fold_labels != 0]) == fold_labels[fold_labels != 0]).mean()))
-        kfold = {"folds": cfg.kfold, "accuracy": fold_acc, "mean": float(np.mean(fold_acc)), "std": float(np.std(fold_acc))}
-
-    uncertainty = ensemble_uncertainty(margins_arr)  # (n_val,), as active learning measures it
-    rows = [
-        {"id": r["id"], "domain": r["domain"], "gold_label": int(l), "margins": [float(x) for x in margins_arr[:, i]],
-         "mean_margin": float(mean_margin[i]), "uncertainty": float(uncertainty[i])}
-        for i, (r, l) in enumerate(zip(val_rows, labels))
-    ]
-    atomic_write_jsonl(out / "pair_scores.jsonl", rows)
-    by_domain = {}
-    for domain in sorted({r["domain"] for r in val_rows}):
-        mask = np.array([r["domain"] == domain for r in val_rows]) & keep
-        by_domain[domain] = float((np.sign(mean_margin[mask]) == labels[mask]).mean()) if mask.any() else None
-    metrics = {
-        "accuracy": acc, "accuracy_ci_low": low, "accuracy_ci_high": high, "val_pairs": int(keep.sum()),
-        "accuracy_by_domain": by_domain, "member_accuracy": member_acc, "ensemble_size": cfg.ensemble_size,
-        "mean_uncertainty": float(uncertainty.mean()),
-        "kfold": kfold, "length_bias": probe,
-        "calibration": calibration_curve(mean_margin[keep], labels[keep], cfg.calibration_bins, cfg.seed),
-        "train_pairs": len(train_rows), "train_losses": losses, "ledger": ledgers,
-    }
-    info = {"tokenizer_fingerprint": tokenizer_fingerprint(tok), "sft_dir": str(sft_dir)}
-    finish_stage(out, digest, cfg, metrics, info)
-    return StageResult(STAGE, out, metrics)
+    trainer = make_reward_trainer(cfg, run, callbacks=callbacks)
+    trainer.train()
+    return finish_reward(trainer, cfg, run)

@@ -12,13 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from ..data import load_records
 from ..errors import ConfigError
 from ..labeling import SimulatedAnnotator, labels_to_preferences, preferences_to_pairs, select_next
 from ..models import load_tokenizer
-from ..stats import t_interval
+from ..stats import ranked_correctly, t_interval
 from .base import RunContext
-from .reward import gold_preference, pair_margins, score_conversations, train_reward_model
+from .reward import SFT_PRODUCER, gold_labels, pair_margins, preference_rows, score_conversations, train_reward_model
 from .reward_config import RewardStageConfig
 
 
@@ -53,26 +52,36 @@ class LabelCurveConfig:
             raise ConfigError("expected at least one seed", key="seeds")
 
 
-def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress=print) -> dict[str, Any]:
-    """Run the experiment; returns ``{"label_counts", "curves": {strategy: {"x", "mean", "low", "high", "per_seed"}}}``."""
+def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress: bool = True) -> dict[str, Any]:
+    """Run the experiment, with one progress bar over all its reward models.
+
+    Returns:
+        ``{"label_counts", "curves": {strategy: {"x", "mean", "low", "high", "per_seed"}}}``.
+    """
+    from tqdm.auto import tqdm
+
     profile = run.profile
-    sft_dir = run.artifact("sft", "merged", "notebook 02_sft (run_sft)")
+    sft_dir = run.artifact("sft", "merged", SFT_PRODUCER)
     tok = load_tokenizer(profile, str(sft_dir))
-    train_rows = [dict(r) for r in load_records(run.data_file("prefs_train.jsonl"), "preference")]
-    val_rows = [dict(r) for r in load_records(run.data_file("prefs_val.jsonl"), "preference")]
-    gold = np.array([gold_preference(r) for r in val_rows])
-    keep = gold != 0
+    max_length = profile.model.max_seq_length
+    train_rows = preference_rows(run, "prefs_train.jsonl")
+    val_rows = preference_rows(run, "prefs_val.jsonl")
+    gold = gold_labels(val_rows)
     if cfg.label_counts[-1] > len(train_rows):
         raise ConfigError(f"the pool holds {len(train_rows)} pairs, fewer than {cfg.label_counts[-1]} labels", key="label_counts")
     stage_cfg = RewardStageConfig(max_steps=cfg.max_steps, batch_size=cfg.batch_size)
+    trainings = len(cfg.seeds) * (1 + len(cfg.strategies) * (len(cfg.label_counts) - 1)) * cfg.ensemble_size
+    bar = tqdm(total=trainings, desc="label-efficiency curve (reward models)", disable=not progress)
 
     def fit_and_score(pool, chosen, labels, seed):
         """Train an ensemble on the labels so far; its members and held-out accuracy against gold."""
-        rows = labels_to_preferences([pool[i] for i in chosen], labels)
-        members = [train_reward_model(profile, sft_dir, tok, list(rows), stage_cfg, seed * 100 + m)[0]
-                   for m in range(cfg.ensemble_size)]
-        margin = np.mean([pair_margins(m, tok, val_rows) for m in members], axis=0)
-        return members, float((np.sign(margin[keep]) == gold[keep]).mean())
+        rows = list(labels_to_preferences([pool[i] for i in chosen], labels))
+        members = []
+        for m in range(cfg.ensemble_size):
+            members.append(train_reward_model(stage_cfg, run, rows, seed * 100 + m)[0])
+            bar.update()
+        margin = np.mean([pair_margins(m, tok, val_rows, max_length) for m in members], axis=0)
+        return members, float(ranked_correctly(margin, gold).mean())
 
     per_seed: dict[str, list[list[float]]] = {s: [] for s in cfg.strategies}
     for seed in cfg.seeds:
@@ -82,7 +91,6 @@ def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress=prin
         first = select_next(pool, cfg.label_counts[0], "random", seed=seed)
         first_labels = [annotator.label(pool[i]) for i in first]
         first_members, first_accuracy = fit_and_score(pool, first, first_labels, seed)
-        progress(f"seed {seed} {'all':>11}: {cfg.label_counts[0]:4d} labels -> accuracy {first_accuracy:.3f}")
         for strategy in cfg.strategies:
             chosen, labels = list(first), list(first_labels)
             members, accuracies = first_members, [first_accuracy]
@@ -92,8 +100,8 @@ def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress=prin
                 if strategy != "random":
                     # Margins r(A) - r(B) of every pool pair under each member of the last ensemble.
                     scores = np.stack([
-                        score_conversations(m, tok, [p["prompt"] + p["response_a"] for p in pool])
-                        - score_conversations(m, tok, [p["prompt"] + p["response_b"] for p in pool])
+                        score_conversations(m, tok, [p["prompt"] + p["response_a"] for p in pool], max_length)
+                        - score_conversations(m, tok, [p["prompt"] + p["response_b"] for p in pool], max_length)
                         for m in members
                     ])  # (ensemble, pool)
                 new = select_next(pool, count - len(chosen), strategy, scores=scores, seed=seed + round_index,
@@ -102,8 +110,8 @@ def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress=prin
                 labels.extend(annotator.label(pool[i]) for i in new)
                 members, accuracy = fit_and_score(pool, chosen, labels, seed)
                 accuracies.append(accuracy)
-                progress(f"seed {seed} {strategy:>11}: {count:4d} labels -> accuracy {accuracy:.3f}")
             per_seed[strategy].append(accuracies)
+    bar.close()
 
     curves = {}
     for strategy, runs in per_seed.items():

@@ -27,6 +27,7 @@ class RewardStageConfig:
     length_probe_pairs: int = field(default=60, metadata={"help": "pairs that differ only in length, for the length-bias probe"})
     train_file: str = field(default="prefs_train.jsonl", metadata={"help": "preference file in <run>/data (or labels from the widget)"})
     seed: int = field(default=0, metadata={"help": "seed of the first ensemble member (others add 1, 2, ...)"})
+    progress: bool = field(default=True, metadata={"help": "show a live progress bar while the first model trains"})
     report_to: str | None = field(default=None, metadata={"help": "none, tensorboard, trackio, wandb; None = the profile's"})
 
     def __post_init__(self) -> None:

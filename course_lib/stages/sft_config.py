@@ -11,15 +11,17 @@ class SFTStageConfig:
     """Supervised fine-tuning with TRL's ``SFTTrainer``.
 
     Parameters that control training:
-        max_steps, learning_rate, batch_size, packing, padding_free, seed.
-    Parameters that control checkpoints and evaluation:
-        eval_steps, save_steps, logging_steps, resume, eval_prompts, max_new_tokens.
+        max_steps, learning_rate, batch_size, assistant_only_loss, group_by_length, packing, padding_free, seed.
+    Parameters that control checkpoints, evaluation and display:
+        eval_steps, save_steps, logging_steps, resume, eval_prompts, max_new_tokens, progress.
     ``None`` means "take it from the profile" (budgets, learning rate, batch size, report_to).
     """
 
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; None = the profile's budgets.sft"})
     learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate; None = the profile's"})
     batch_size: int | None = field(default=None, metadata={"help": "sequences per device per step; None = the profile's"})
+    assistant_only_loss: bool = field(default=True, metadata={"help": "loss on the assistant's tokens only (False: every token)"})
+    group_by_length: bool = field(default=True, metadata={"help": "batch conversations of similar length (less padding)"})
     packing: bool = field(default=False, metadata={"help": "pack several conversations into each sequence"})
     padding_free: bool = field(default=False, metadata={"help": "concatenate the batch without padding (flash-attention style)"})
     eval_steps: int = field(default=50, metadata={"help": "steps between evaluation-loss measurements"})
@@ -29,6 +31,7 @@ class SFTStageConfig:
     eval_prompts: int = field(default=60, metadata={"help": "held-out prompts scored by the gold judge before and after"})
     max_new_tokens: int = field(default=64, metadata={"help": "longest generated reply in the gold evaluation"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation and data order"})
+    progress: bool = field(default=True, metadata={"help": "show a live progress bar with the running loss"})
     report_to: str | None = field(default=None, metadata={"help": "none, tensorboard, trackio, wandb; None = the profile's"})
 
     def __post_init__(self) -> None:
