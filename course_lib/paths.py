@@ -1,4 +1,4 @@
-"""Where the kit keeps its caches and runs; one environment variable moves each."""
+"""Where the kit keeps its caches, runs and track files; one environment variable moves the home."""
 from __future__ import annotations
 
 import os
@@ -9,6 +9,8 @@ HOME_ENV = "COURSE_LIB_HOME"
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
+TRACK_FOLDERS = ("notebooks", "data_cards")
+"""What a working copy of the track holds; the wheel ships them under ``course_lib/_track/``."""
 
 
 def kit_home() -> Path:
@@ -19,6 +21,18 @@ def kit_home() -> Path:
     return path
 
 
+def track_source_dir() -> Path:
+    """The folder holding the kit's own ``notebooks/`` and ``data_cards/``.
+
+    The source checkout when the kit runs from one (an editable install), else the copy
+    the wheel carries inside the package.
+    """
+    checkout = REPO_DIR / "notebooks"
+    if checkout.is_dir() and (REPO_DIR / "pyproject.toml").is_file():
+        return REPO_DIR
+    return PACKAGE_DIR / "_track"
+
+
 def notebooks_dir() -> Path:
-    """The folder holding the track's notebooks (in a source checkout)."""
-    return REPO_DIR / "notebooks"
+    """The kit's own track notebooks (see :func:`track_source_dir`)."""
+    return track_source_dir() / "notebooks"

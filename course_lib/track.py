@@ -1,12 +1,16 @@
 """Run the track headlessly: execute the notebooks in order with papermill, then report.
 
-Usage (the README's main command wraps this)::
+Usage (the README's main command wraps this; ``course-track`` is the same command)::
 
     python -m course_lib.track --profile tiny-cpu --name tiny
     python -m course_lib.track --name tiny --only 00,01      # a subset
     python -m course_lib.track --name tiny --resume          # skip notebooks already done
     python -m course_lib.track --set budgets.sft=20          # override profile values
+    python -m course_lib.track --no-solutions                # skip the exercises' worked solutions
+    course-track init my-track                               # copy the notebooks into a working folder
 
+The notebooks run are ``./notebooks`` when the current folder has the track (a checkout,
+or a folder made by ``course-track init``), else the ones the installed kit ships.
 Executed notebooks land in ``runs/<name>/notebooks/``; the resolved profile in
 ``runs/<name>/profile.yaml``; the report in ``runs/<name>/report.{md,html}``.
 """
@@ -26,7 +30,8 @@ import yaml
 from .atomic import atomic_write_json, atomic_write_yaml
 from .config import DEFAULT_PROFILE, load_profile
 from .errors import ConfigError
-from .paths import notebooks_dir
+from .exercises import with_solutions
+from .paths import TRACK_FOLDERS, notebooks_dir, track_source_dir
 from .report import build_report
 
 STATE_FILE = "track_state.json"
@@ -45,6 +50,7 @@ class TrackConfig:
         overrides: dotted profile keys to replace, e.g. ``{"budgets.sft": 20}``.
         params: extra notebook parameters, injected where a notebook declares them.
         seed: the ``SEED`` parameter of every notebook.
+        solutions: run the worked solutions of each notebook's exercises (``RUN_SOLUTIONS``).
         cell_timeout: seconds one cell may run before the run fails.
         notebooks_dir: folder holding the numbered notebooks.
     """
@@ -57,8 +63,10 @@ class TrackConfig:
     overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "dotted profile overrides"})
     params: dict[str, Any] = field(default_factory=dict, metadata={"help": "extra notebook parameters"})
     seed: int = field(default=0, metadata={"help": "SEED parameter for every notebook"})
+    solutions: bool = field(default=True, metadata={"help": "run the exercises' worked solutions"})
     cell_timeout: int = field(default=3600, metadata={"help": "seconds one cell may run", "min": 1})
-    notebooks_dir: Path = field(default_factory=notebooks_dir, metadata={"help": "folder of the numbered notebooks"})
+    notebooks_dir: Path = field(default_factory=lambda: default_notebooks_dir(),
+                                metadata={"help": "folder of the numbered notebooks"})
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -88,18 +96,30 @@ class TrackFailure(RuntimeError):
         )
 
 
+def default_notebooks_dir() -> Path:
+    """``./notebooks`` when the current folder holds the track, else the kit's own notebooks."""
+    here = Path.cwd() / "notebooks"
+    return here if track_notebooks(here) else notebooks_dir()
+
+
 def track_notebooks(folder: Path) -> list[Path]:
-    """The numbered notebooks of the track (``NN_name.ipynb``), in order."""
-    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    """The numbered notebooks of the track (``NN_name.ipynb``, or ``NNb_name`` for a part two), in order."""
+    return sorted(p for p in folder.glob("[0-9][0-9]*_*.ipynb") if p.stem.split("_", 1)[0][:2].isdigit())
 
 
 def select_notebooks(all_notebooks: list[Path], only: list[str]) -> list[Path]:
-    """Filter by number (``02``) or stem (``02_sft``); unknown selectors are an error."""
+    """Filter by number (``02``, ``03b``) or stem (``02_sft``); unknown selectors are an error.
+
+    A number selects its part two as well: ``03`` runs ``03_...`` and ``03b_...``.
+    """
     if not only:
         return all_notebooks
     chosen = []
     for sel in only:
-        matches = [p for p in all_notebooks if p.stem == sel or p.stem.split("_", 1)[0] == sel.zfill(2)]
+        number = sel.zfill(2) if sel.isdigit() else sel
+        matches = [p for p in all_notebooks
+                   if p.stem == sel or p.stem.split("_", 1)[0] == number
+                   or (sel.isdigit() and p.stem.split("_", 1)[0].rstrip("abcdefgh") == number)]
         if not matches:
             known = ", ".join(p.stem for p in all_notebooks)
             raise ConfigError(f"no notebook matches {sel!r}; expected one of: {known}", key="only")
@@ -157,6 +177,7 @@ def run_track(cfg: TrackConfig, log=print) -> dict[str, Any]:
         TrackFailure: a notebook failed; the run stops there.
         ConfigError: a bad profile, override or selection.
     """
+    import nbformat
     import papermill
 
     run_dir = cfg.run_dir
@@ -167,7 +188,8 @@ def run_track(cfg: TrackConfig, log=print) -> dict[str, Any]:
     notebooks = select_notebooks(track_notebooks(cfg.notebooks_dir), cfg.only)
     if not notebooks:
         raise ConfigError(f"no numbered notebooks found in {cfg.notebooks_dir}")
-    base_params = {"PROFILE": str(profile_file), "RUN_DIR": str(run_dir), "SEED": cfg.seed, **cfg.params}
+    base_params = {"PROFILE": str(profile_file), "RUN_DIR": str(run_dir), "SEED": cfg.seed,
+                   "RUN_SOLUTIONS": cfg.solutions, **cfg.params}
     state = _load_state(run_dir)
     state["profile"] = profile.name
     out_dir = run_dir / "notebooks"
@@ -185,9 +207,12 @@ def run_track(cfg: TrackConfig, log=print) -> dict[str, Any]:
         started = time.time()
         state["notebooks"][notebook.stem] = {"status": "running", "fingerprint": fingerprint}
         atomic_write_json(run_dir / STATE_FILE, state)
+        source = nbformat.read(notebook, as_version=4)
+        if params.get("RUN_SOLUTIONS"):
+            source = with_solutions(source)
         try:
             papermill.execute_notebook(
-                str(notebook), str(output), parameters=params, cwd=str(cfg.notebooks_dir.resolve().parent),
+                source, str(output), parameters=params, cwd=str(cfg.notebooks_dir.resolve().parent),
                 kernel_name="python3", progress_bar=sys.stderr.isatty(), execution_timeout=cfg.cell_timeout,
                 request_save_on_cell_execute=True,
                 # The kernel's own log only warns that localhost TCP is unencrypted, once per notebook;
@@ -218,18 +243,66 @@ def _parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def init_working_copy(target: str | Path, log=print) -> Path:
+    """Copy the kit's notebooks and data cards into ``target``, a folder to work and run in.
+
+    A file already in ``target`` is kept, never overwritten: a learner's edited notebook
+    survives a second ``init``.
+
+    Args:
+        target: the working folder (created if needed).
+        log: where the summary goes.
+
+    Returns:
+        The folder's ``notebooks/``.
+    """
+    import shutil
+
+    target = Path(target)
+    source = track_source_dir()
+    copied = kept = 0
+    for folder in TRACK_FOLDERS:
+        for path in sorted((source / folder).rglob("*")):
+            if not path.is_file() or ".ipynb_checkpoints" in path.parts or "__pycache__" in path.parts:
+                continue
+            dest = target / folder / path.relative_to(source / folder)
+            if dest.exists():
+                kept += 1
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+            copied += 1
+    log(f"{target}: {copied} files copied, {kept} already there and kept")
+    log(f"Next: cd {target} && course-track        (the whole track, headless)")
+    log(f"  or: cd {target} && jupyter lab notebooks/00_setup.ipynb")
+    return target / "notebooks"
+
+
+def _init_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="course-track init",
+                                     description="Copy the track's notebooks and data cards into a working folder.")
+    parser.add_argument("folder", help="the working folder (created if needed)")
+    init_working_copy(parser.parse_args(argv).folder)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m course_lib.track", description=__doc__.split("\n\n")[0])
+    """Command-line entry point (``course-track``); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["init"]:
+        return _init_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="course-track", description=__doc__.split("\n\n")[0],
+                                     epilog="course-track init FOLDER copies the notebooks into a working folder.")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="profile name or YAML path (default: %(default)s)")
     parser.add_argument("--name", default="tiny", help="run name; outputs go to <runs-dir>/<name> (default: %(default)s)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of runs (default: %(default)s)")
     parser.add_argument("--only", default="", help="comma-separated notebook numbers or stems, e.g. 00,01")
     parser.add_argument("--resume", action="store_true", help="skip notebooks already completed unchanged")
     parser.add_argument("--seed", type=int, default=0, help="SEED parameter of every notebook")
+    parser.add_argument("--no-solutions", action="store_true", help="do not run the exercises' worked solutions")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a profile value, e.g. budgets.sft=20")
     parser.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE", help="extra notebook parameter")
-    parser.add_argument("--notebooks-dir", default=None, help="folder of the numbered notebooks (default: the kit's)")
+    parser.add_argument("--notebooks-dir", default=None, help="folder of the numbered notebooks (default: ./notebooks, else the kit's)")
     parser.add_argument("--cell-timeout", type=int, default=3600, help="seconds one cell may run (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
@@ -237,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             profile=args.profile, name=args.name, runs_dir=Path(args.runs_dir),
             only=[s.strip() for s in args.only.split(",") if s.strip()], resume=args.resume,
             overrides=_parse_assignments(args.overrides, "--set"), params=_parse_assignments(args.params, "--param"),
-            seed=args.seed, cell_timeout=args.cell_timeout,
+            seed=args.seed, solutions=not args.no_solutions, cell_timeout=args.cell_timeout,
             **({"notebooks_dir": Path(args.notebooks_dir)} if args.notebooks_dir else {}),
         )
         state = run_track(cfg)

@@ -23,9 +23,11 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def notebooks() -> dict[str, Path]:
-    """Short names (``setup``, ``data_curation``, ...) and numbers (``00``) -> notebook paths."""
+    """Short names (``setup``, ``data_curation``, ...) and numbers (``00``, ``03b``) -> notebook paths."""
+    from course_lib.track import track_notebooks
+
     out: dict[str, Path] = {}
-    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+    for path in track_notebooks(NOTEBOOKS):
         number, short = path.stem.split("_", 1)
         out[short] = out[number] = path
     return out
@@ -33,10 +35,10 @@ def notebooks() -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_base_path() -> Path:
-    """The embedded tiny base, built once per session into the temporary kit home."""
-    from course_lib.tiny_base import build_tiny_base
+    """The embedded tiny base the package ships."""
+    from course_lib.tiny_base import shipped_base_dir
 
-    return build_tiny_base(progress=False)
+    return shipped_base_dir()
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,17 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course_lib.exercises import SOLUTION_TAG, TIERS, exercise_solutions, with_solutions
 from course_lib.results import load_metrics
+from course_lib.track import track_notebooks
 
 REPO = Path(__file__).resolve().parent.parent
 ALL_NOTEBOOKS = sorted((REPO / "notebooks").rglob("*.ipynb"))
-TRACK = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+TRACK = track_notebooks(REPO / "notebooks")
 ALLOWED_CELL_METADATA = {"tags"}
+NOISE = ("Failed to load CPU gemm_4bit_forward", "LOAD REPORT", "FutureWarning", "DeprecationWarning",
+         "{'loss':", "{'eval_loss':", "{'train_runtime':")
+"""Library output a learner cannot act on; an executed notebook carrying any of it fails the track test."""
 
 
 def test_there_is_a_track():
@@ -62,35 +67,105 @@ def test_track_notebook_template(path):
     assert "import course_lib" in first_code.source and "pip install" in first_code.source
     last = nb.cells[-1]
     assert last.cell_type == "code" and f"record_metrics(RUN_DIR, \"{path.stem}\"" in last.source
+    assert "RUN_SOLUTIONS" in papermill_parameters(path)
+
+
+def papermill_parameters(path):
+    import papermill
+
+    return set(papermill.inspect_notebook(str(path)))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("path", TRACK, ids=lambda p: p.stem)
+def test_tiered_exercises_with_worked_solutions(path):
+    """Two or three exercises, tiered, each with a cell to fill in and a collapsed worked solution."""
+    nb = nbformat.read(path, as_version=4)
+    with_heading = [(i, line) for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+                    for line in c.source.splitlines() if line.startswith("### Exercise")]
+    headings = [line for _, line in with_heading]
+    assert 2 <= len(headings) <= 3, f"{path.name}: {headings}"
+    assert [h.split("(")[1].split(")")[0] for h in headings] == list(TIERS[:len(headings)])
+    solutions = exercise_solutions(nb)
+    assert len(solutions) == len(headings)
+    for code in solutions:
+        compile(code, path.name, "exec")  # plain Python: no magics, no syntax errors
+    for i, _ in with_heading:
+        fill_in, solution = nb.cells[i + 1], nb.cells[i + 2]
+        assert fill_in.cell_type == "code" and "Your code here" in fill_in.source
+        assert solution.cell_type == "markdown" and solution.source.startswith("<details><summary>Solution")
+
+
+@pytest.mark.unit
+def test_solutions_are_inserted_after_their_blocks_and_the_source_is_untouched():
+    nb = nbformat.read(TRACK[0], as_version=4)
+    before = nbformat.writes(nb)
+    executed = with_solutions(nb)
+    assert nbformat.writes(nb) == before
+    inserted = [(i, c) for i, c in enumerate(executed.cells) if SOLUTION_TAG in c.metadata.get("tags", [])]
+    assert [c.source for _, c in inserted] == exercise_solutions(nb)
+    for i, _ in inserted:
+        assert executed.cells[i - 1].source.startswith("<details><summary>Solution")
+
+
+def noise_in(executed: Path) -> list[str]:
+    """stderr output, and known library noise in any output, of an executed notebook."""
+    found = []
+    for i, cell in enumerate(nbformat.read(executed, as_version=4).cells):
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.get("output_type") == "stream" else ""
+            text += "".join(output.get("data", {}).get("text/plain", "")) if "data" in output else ""
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                found.append(f"{executed.name} cell {i} stderr: {text[:200]!r}")
+            found += [f"{executed.name} cell {i}: {marker!r}" for marker in NOISE if marker in text]
+    return found
 
 
 @pytest.mark.notebooks
 def test_whole_track_runs_headless(tmp_path):
-    """The README's main command, on tiny budgets: every notebook executes and records metrics."""
+    """The README's main command, on tiny budgets: every notebook and every exercise solution executes,
+    records its metrics and its by-hand checks, and shows no library noise."""
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "course_lib.track", "--name", "ci", "--runs-dir", str(runs),
            "--set", "budgets.sft=30", "--set", "budgets.reward=30", "--set", "budgets.ppo=4", "--set", "budgets.dpo=20",
-           "--set", "data.sft_per_domain=60", "--set", "data.prefs_per_domain=60", "--set", "data.eval_per_domain=12",
+           "--set", "data.eval_per_domain=12",
+           # Notebook 01's own setting, not the profile's: later notebooks must train on what 01 built.
+           "--param", "N_PER_DOMAIN=60",
            "--param", "EVAL_PROMPTS=15", "--param", "LABEL_PAIRS=12", "--param", "CURVE_LABELS=20,40",
-           "--param", "CURVE_SEEDS=1", "--param", "CURVE_STEPS=10"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)
+           "--param", "CURVE_SEEDS=1", "--param", "CURVE_STEPS=6", "--param", "EXERCISE_STEPS=3",
+           "--param", "PRETRAIN_STEPS=5", "--param", "ENSEMBLE_SIZE=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     run_dir = runs / "ci"
     metrics = load_metrics(run_dir)
     assert set(metrics) == {p.stem for p in TRACK}
+    noise = []
     for path in TRACK:
-        assert (run_dir / "notebooks" / path.name).is_file()
+        executed = run_dir / "notebooks" / path.name
+        assert executed.is_file()
+        cells = nbformat.read(executed, as_version=4).cells
+        solutions = [c for c in cells if SOLUTION_TAG in c.metadata.get("tags", [])]
+        assert len(solutions) == len(exercise_solutions(nbformat.read(path, as_version=4))) >= 2
+        assert all(not any(o.get("output_type") == "error" for o in c.outputs) for c in solutions)
+        noise += noise_in(executed)
+    assert not noise, "\n".join(noise)
     setup = metrics["00_setup"]
     assert setup["device"] == "cpu" and setup["parameters"] > 1_000_000
+    assert setup["pretrain_loss_by_hand_diff"] < 1e-5
     curation = metrics["01_data_curation"]
     assert curation["cards_complete"] is True and curation["final_sizes"]["sft_train"] > 0
     assert sum(curation["contamination_removed"]["sft"].values()) > 0
+    assert abs(curation["jaccard_by_hand"] - curation["jaccard_minhash"]) < 0.3
+    assert curation["curation_config"]["sizes"]["sft_per_domain"] == 60
     for name in ("sft_train", "sft_val", "prefs_train", "prefs_val", "eval_prompts", "humaneval"):
         assert (run_dir / "data" / f"{name}.jsonl").is_file()
-    sft, reward = metrics["02_sft"], metrics["03_reward_model"]
+    sft, reward, limits = metrics["02_sft"], metrics["03_reward_model"], metrics["03b_reward_model_limits"]
+    # 02 trained on notebook 01's 60-per-domain build, not on a default (300 per domain) rebuild.
+    assert sft["train_rows"] == curation["final_sizes"]["sft_train"] < 200
     assert sft["eval_loss_after"] < sft["eval_loss_before"]
+    assert sft["masked_loss_by_hand_diff"] < 1e-5 and sft["lora_update_max_diff"] < 1e-5
     assert 0 <= reward["accuracy"] <= 1 and reward["bt_loss_difference"] < 1e-5
-    assert set(reward["label_curve"]) == {"random", "uncertainty"}
+    assert set(limits["label_curve"]) == {"random", "uncertainty"}
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
     state = json.loads((run_dir / "track_state.json").read_text())
     assert all(s["status"] == "done" for s in state["notebooks"].values())
