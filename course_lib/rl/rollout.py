@@ -1,0 +1,149 @@
+"""Rollouts for PPO: sample replies with the KV cache, then score every sampled token.
+
+A rollout batch holds left-padded prompts and right-padded responses. ``response_mask`` is 1
+on each response's tokens up to and including its first end-of-turn token, and 0 after it, so
+nothing a model generates past the end counts. The log-probabilities, reference log-probabilities
+and values are all read at the positions whose logits *predict* each response token: position
+``P - 1 + t`` for response token ``t`` (``P`` the padded prompt length). Introduced in ``04_ppo``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from .core import entropy_from_logits
+
+
+@dataclass
+class RolloutBatch:
+    """One batch of sampled replies and everything PPO reads from it.
+
+    Attributes:
+        prompts: the chat prompts (message lists), one per row.
+        records: the records the prompts came from (domain, reference), for scoring.
+        prompt_ids: left-padded prompt tokens, ``(batch, P)``.
+        prompt_mask: 1 on real prompt tokens, ``(batch, P)``.
+        response_ids: right-padded sampled tokens, ``(batch, T)``.
+        response_mask: 1 up to and including the first end-of-turn token, ``(batch, T)``.
+        ended: whether each response produced the end-of-turn token, ``(batch,)``.
+        texts: the decoded responses, without special tokens.
+    """
+
+    prompts: list[list[dict[str, str]]]
+    records: list[dict[str, Any]]
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    ended: torch.Tensor
+    texts: list[str]
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)  # (batch, P + T)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)  # (batch, P + T)
+
+    def select(self, rows: torch.Tensor | Sequence[int]) -> "RolloutBatch":
+        """The sub-batch of ``rows`` (a minibatch), extras included."""
+        index = torch.as_tensor(rows)
+        keep = index.tolist()
+        return RolloutBatch(
+            prompts=[self.prompts[i] for i in keep], records=[self.records[i] for i in keep],
+            prompt_ids=self.prompt_ids[index], prompt_mask=self.prompt_mask[index],
+            response_ids=self.response_ids[index], response_mask=self.response_mask[index], ended=self.ended[index],
+            texts=[self.texts[i] for i in keep], extras={k: v[index] for k, v in self.extras.items()},
+        )
+
+
+def response_mask_from(response_ids: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask of each response's tokens up to and including its first ``eos_id``; and whether it has one.
+
+    Args:
+        response_ids: ``(batch, T)`` sampled tokens (anything may follow the end).
+
+    Returns:
+        ``(mask, ended)``: ``(batch, T)`` float mask and ``(batch,)`` bool.
+    """
+    is_eos = response_ids == eos_id  # (batch, T)
+    ended = is_eos.any(dim=1)
+    first = torch.where(ended, is_eos.float().argmax(dim=1), torch.full_like(ended, response_ids.shape[1], dtype=torch.long))
+    positions = torch.arange(response_ids.shape[1], device=response_ids.device).unsqueeze(0)  # (1, T)
+    return (positions <= first.unsqueeze(1)).float(), ended
+
+
+@torch.no_grad()
+def sample_rollouts(policy, tokenizer, records: Sequence[dict[str, Any]], *, max_new_tokens: int,
+                    temperature: float = 1.0, top_p: float = 1.0) -> RolloutBatch:
+    """Sample one reply per prompt from ``policy`` (batched, with the KV cache).
+
+    Args:
+        policy: the causal LM (LoRA adapter on).
+        tokenizer: its tokenizer, with the chat template.
+        records: records with a ``prompt`` (message list); ``domain`` and ``reference`` are kept for scoring.
+        max_new_tokens: the longest reply; one that has not ended by then is cut (``ended`` False).
+        temperature: sampling temperature.
+        top_p: nucleus sampling threshold (1.0: off).
+    """
+    prompts = [r["prompt"] for r in records]
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.device)
+    finally:
+        tokenizer.padding_side = side
+    was_training = policy.training
+    policy.eval()
+    out = policy.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p,
+                          top_k=0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    policy.train(was_training)
+    response_ids = out[:, enc["input_ids"].shape[1]:]  # (batch, T)
+    mask, ended = response_mask_from(response_ids, tokenizer.eos_token_id)
+    response_ids = torch.where(mask.bool(), response_ids, torch.full_like(response_ids, tokenizer.pad_token_id))
+    decoded = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
+    return RolloutBatch(prompts=list(prompts), records=list(records), prompt_ids=enc["input_ids"],
+                        prompt_mask=enc["attention_mask"].float(), response_ids=response_ids, response_mask=mask,
+                        ended=ended, texts=[t.strip() for t in decoded])
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip left padding, as ``generate`` computes them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def token_logprobs(model, batch: RolloutBatch, temperature: float = 1.0,
+                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probabilities of the sampled response tokens under ``model``, ``(batch, T)``.
+
+    Logits are divided by the sampling temperature, so at the sampling step these equal the
+    log-probabilities the tokens were drawn with.
+
+    Returns:
+        ``(logprobs, entropy)``; ``entropy`` (per position, ``(batch, T)``) only when asked for.
+    """
+    ids, mask = batch.input_ids, batch.attention_mask
+    prompt_len = batch.prompt_ids.shape[1]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits  # (batch, P+T, vocab)
+    logits = logits[:, prompt_len - 1:-1].float() / temperature  # (batch, T, vocab): predicts each response token
+    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
+    entropy = entropy_from_logits(logits) if with_entropy else None
+    return logprobs, entropy
+
+
+def token_values(value_model, batch: RolloutBatch) -> torch.Tensor:
+    """The value model's estimate at each response position, ``(batch, T)``.
+
+    The value model is a sequence-classification model (the reward model's architecture); its
+    scalar head is applied to every position's hidden state instead of only the last one.
+    """
+    base = value_model.get_base_model() if hasattr(value_model, "get_base_model") else value_model
+    ids, mask = batch.input_ids, batch.attention_mask
+    hidden = base.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).last_hidden_state
+    values = base.score(hidden).squeeze(-1)  # (batch, P + T)
+    prompt_len = batch.prompt_ids.shape[1]
+    return values[:, prompt_len - 1:-1].float()  # (batch, T): the value before each response token
