@@ -1,0 +1,82 @@
+"""Which tiny base? Each candidate size and pretraining budget, then SFT, then a DPO trial, on tiny-cpu.
+
+For one candidate recipe: build the base (``course_lib.tiny_base``, cached), run the kit's SFT
+stage on the default curated data, score greedy replies to held-out prompts with the gold
+judge part by part, measure how often sampled replies end, then train TRL's ``DPOTrainer``
+from the SFT adapter on the curated pairs and measure the gold score's paired change. One
+JSON line per candidate is appended to the output file; ``docs/tiny_base.md`` holds the table.
+
+Usage::
+
+    python benchmarks/tiny_base_sizes.py --name S-3000 --recipe '{"max_steps": 3000, "warmup_steps": 100}'
+    python benchmarks/tiny_base_sizes.py --name M-1200 --recipe '{"max_steps": 1200, "hidden_size": 256, \\
+        "num_hidden_layers": 6, "intermediate_size": 768, "learning_rate": 0.004, "warmup_steps": 60}'
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from preference_feasibility import distinct_2, dpo, sampled_eos_rate, summarize
+
+
+def main() -> None:
+    from course_lib.config import load_profile
+    from course_lib.data import ensure_curated_data, load_records
+    from course_lib.generation import balanced_sample, gold_evaluate
+    from course_lib.models import load_model, load_tokenizer
+    from course_lib.stages import RunContext, SFTStageConfig, run_sft
+    from course_lib.tiny_base import TinyBaseConfig, build_tiny_base
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--name", required=True, help="the candidate's name in the table")
+    parser.add_argument("--recipe", default="{}", help="TinyBaseConfig fields as JSON (the rest are the defaults)")
+    parser.add_argument("--runs-dir", default="runs/base_sizes")
+    parser.add_argument("--out", default="docs/results/tiny_base_sizes.jsonl")
+    parser.add_argument("--sft-steps", type=int, default=200)
+    parser.add_argument("--dpo-steps", type=int, default=40)
+    parser.add_argument("--dpo-lr", type=float, default=5e-4)
+    parser.add_argument("--eval-prompts", type=int, default=150)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    args = parser.parse_args()
+
+    started = time.time()
+    base = build_tiny_base(TinyBaseConfig(**json.loads(args.recipe)), progress=False)
+    info = json.loads((base / "build_info.json").read_text())
+    profile = load_profile("tiny-cpu", {"model.name": str(base)})
+    run = RunContext.create(Path(args.runs_dir) / args.name, profile)
+    ensure_curated_data(run.run_dir, seed=0)
+    t = time.time()
+    sft_metrics = run_sft(SFTStageConfig(max_steps=args.sft_steps, eval_prompts=0, progress=False), run).metrics
+    sft_seconds = time.time() - t
+    tok = load_tokenizer(profile, str(run.stage_dir("sft") / "merged"))
+    evals = balanced_sample(list(load_records(run.data_file("eval_prompts.jsonl"))), args.eval_prompts)
+    sft_model = load_model(profile, str(run.stage_dir("sft") / "merged"), for_training=False)
+    sft = gold_evaluate(sft_model, tok, evals, max_new_tokens=args.max_new_tokens)
+    rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
+            for r in load_records(run.data_file("prefs_train.jsonl"))]
+    t = time.time()
+    model, log = dpo(run, tok, rows, 0, args.dpo_steps, args.dpo_lr, 0.1, run.run_dir / "dpo")
+    dpo_seconds = time.time() - t
+    result = {
+        "name": args.name, "recipe": info["config"], "parameters": info["parameters"],
+        "pretrain_seconds": info["build_seconds"], "pretrain_final_loss": info["loss_history"][-1]["loss"],
+        "sft_seconds": sft_seconds, "sft_eval_loss": sft_metrics["eval_loss"],
+        "sft": summarize(sft, None, 0),
+        "sft_eos": {str(temp): sampled_eos_rate(sft_model, tok, [e["prompt"] for e in evals[:90]], temp, args.max_new_tokens)
+                    for temp in (0.7, 1.0)},
+        "dpo": {**summarize(gold_evaluate(model, tok, evals, max_new_tokens=args.max_new_tokens), sft, 0),
+                "seconds": dpo_seconds},
+        "total_seconds": time.time() - started,
+    }
+    result["sft"]["distinct_2"] = distinct_2([r["response"] for r in sft["rows"]])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a", encoding="utf-8") as f:
+        f.write(json.dumps(result) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
