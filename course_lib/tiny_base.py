@@ -60,7 +60,7 @@ class TinyBaseConfig:
     """
 
     stdlib_max_bytes: int = field(default=1_500_000, metadata={"help": "bytes of stdlib source in the corpus"})
-    knowledge_chars_per_domain: int = field(default=250_000, metadata={"help": "characters of domain knowledge per domain (0: none)"})
+    knowledge_chars_per_domain: int = field(default=500_000, metadata={"help": "characters of domain knowledge per domain (0: none)"})
     vocab_size: int = field(default=4096, metadata={"help": "BPE vocabulary size, special tokens included"})
     hidden_size: int = field(default=192, metadata={"help": "width of the residual stream"})
     num_hidden_layers: int = field(default=4, metadata={"help": "transformer blocks"})
@@ -69,9 +69,9 @@ class TinyBaseConfig:
     max_position_embeddings: int = field(default=1024, metadata={"help": "longest sequence the model accepts"})
     seq_length: int = field(default=128, metadata={"help": "pretraining sequence length in tokens"})
     batch_size: int = field(default=32, metadata={"help": "sequences per pretraining step"})
-    max_steps: int = field(default=400, metadata={"help": "pretraining optimizer steps"})
+    max_steps: int = field(default=2000, metadata={"help": "pretraining optimizer steps"})
     learning_rate: float = field(default=6e-3, metadata={"help": "peak AdamW learning rate"})
-    warmup_steps: int = field(default=20, metadata={"help": "linear warm-up steps before cosine decay"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear warm-up steps before cosine decay"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation and batch order"})
 
     def __post_init__(self) -> None:
@@ -101,17 +101,17 @@ def stdlib_files(max_bytes: int) -> list[Path]:
 def corpus_documents(cfg: TinyBaseConfig) -> list[str]:
     """The pretraining corpus as a list of documents, in a fixed order.
 
-    The kit's prose, the domains' prompt-side text (so the tokenizer knows their words),
-    the domains' knowledge text (what a real base has read about law, first aid and
-    Python), then the standard library's source.
+    The kit's prose, the domains' prompt-side text as user turns of the chat template (so the
+    base knows the turn markers and the domains' words), the domains' knowledge text (what a
+    real base has read about law, first aid and Python), then the standard library's source.
     """
     from .domains import domain_corpus_text, domain_knowledge_text
 
     docs = [p.read_text(encoding="utf-8") for p in sorted((PACKAGE_DIR / "corpus").glob("*.txt"))]
-    domain = domain_corpus_text(seed=0)
+    docs.extend(f"<|im_start|>user\n{d.strip()}{EOS}" for d in domain_corpus_text(seed=0).split("\n\n") if d.strip())
     if cfg.knowledge_chars_per_domain:
-        domain += "\n\n" + domain_knowledge_text(seed=0, chars_per_domain=cfg.knowledge_chars_per_domain)
-    docs.extend(d for d in domain.split("\n\n") if d.strip())
+        knowledge = domain_knowledge_text(seed=0, chars_per_domain=cfg.knowledge_chars_per_domain)
+        docs.extend(d for d in knowledge.split("\n\n") if d.strip())
     for path in stdlib_files(cfg.stdlib_max_bytes):
         docs.append(path.read_text(encoding="utf-8", errors="replace"))
     return docs
@@ -145,7 +145,11 @@ def train_tokenizer(docs: list[str], vocab_size: int):
 
 
 def token_windows(tok, docs: list[str], seq_length: int):
-    """The documents tokenized, joined with the BOS separator and cut into equal windows.
+    """The documents tokenized, each between BOS and the end token, joined and cut into equal windows.
+
+    Every document ends with ``<|im_end|>`` (the end-of-turn token, which is also the EOS):
+    a base that has predicted it at the end of thousands of texts gives its chat model a
+    reply that ends, where one that never saw it learns to stop only slowly.
 
     Returns:
         A LongTensor of shape ``(n_windows, seq_length)``: every row is one training sequence.
@@ -156,6 +160,8 @@ def token_windows(tok, docs: list[str], seq_length: int):
     for doc in docs:
         ids.append(tok.bos_token_id)
         ids.extend(tok(doc, add_special_tokens=False)["input_ids"])
+        if ids[-1] != tok.eos_token_id:
+            ids.append(tok.eos_token_id)
     stream = torch.tensor(ids, dtype=torch.long)  # (n_tokens,)
     n_windows = len(stream) // seq_length
     return stream[: n_windows * seq_length].view(n_windows, seq_length)  # (n_windows, seq)
