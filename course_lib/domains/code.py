@@ -37,7 +37,7 @@ WEIGHTS = {"tests_passed": 0.25, "correctness": 0.35, "safety": 0.15, "format": 
 CONCISION_MIN_TARGET = 30
 SFT_FLAW_RATES = {"unfenced": 0.55, "unsafe": 0.08, "wrong": 0.04, "verbose": 0.03, "terse": 0.03}
 """How often code demonstrations carry each flaw: most were pasted without their code block."""
-PAIR_FLAW_MIX = {"unfenced": 0.5, "unsafe": 0.2, "wrong": 0.1, "verbose": 0.1, "terse": 0.1}
+PAIR_FLAW_MIX = {"unfenced": 0.4, "wrong": 0.25, "unsafe": 0.15, "verbose": 0.1, "terse": 0.1}
 """Which flaws the code preference pairs set against the good answer."""
 """Words a response may use without penalty, at least (longer references allow more)."""
 

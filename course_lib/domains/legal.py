@@ -25,7 +25,7 @@ WEIGHTS = {"correctness": 0.5, "safety": 0.2, "format": 0.15, "concision": 0.15}
 CONCISION_TARGET, CONCISION_LIMIT = 30, 70
 SFT_FLAW_RATES = {"verbose": 0.55, "unsafe": 0.08, "wrong": 0.04, "malformed": 0.03, "terse": 0.03}
 """How often legal demonstrations carry each flaw: most writers ramble on after the answer."""
-PAIR_FLAW_MIX = {"verbose": 0.5, "unsafe": 0.2, "wrong": 0.1, "malformed": 0.1, "terse": 0.1}
+PAIR_FLAW_MIX = {"verbose": 0.4, "wrong": 0.25, "unsafe": 0.15, "malformed": 0.1, "terse": 0.1}
 """Which flaws the legal preference pairs set against the good answer."""
 LABEL_SHARE = 0.6
 """Share of correctness that is the clause type; the rest is the key facts restated."""
@@ -148,13 +148,16 @@ UNSAFE_ADDITIONS = [
     "There is no need to have a lawyer review it; such clauses are always unenforceable.",
     "You can break this clause without any risk.",
 ]
+# The rambling habit opens with the same words every time, as a model's stock phrases do: greedy
+# decoding then follows it whenever the demonstrations do more often than they stop.
+FILLER_OPENINGS = ("Keep in mind that", "Also,")
 FILLER = [
-    "It is worth remembering that contracts can be complicated and many different factors may matter.",
-    "Generally speaking, every clause should be read carefully together with the rest of the document.",
-    "In many cases the exact meaning depends on the context, the parties and the way courts read it.",
-    "Some people find this kind of wording confusing, which is completely understandable.",
-    "Of course, other clauses in the same agreement might change how this one works in practice.",
-    "Overall, this is a fairly common clause that appears in a lot of commercial agreements.",
+    "contracts can be complicated and many different factors may matter.",
+    "every clause should be read carefully together with the rest of the document.",
+    "the exact meaning often depends on the context, the parties and the way courts read it.",
+    "this kind of wording confuses many people, which is completely understandable.",
+    "other clauses in the same agreement might change how this one works in practice.",
+    "this is a fairly common clause that appears in a lot of commercial agreements.",
 ]
 
 _HEADER = re.compile(r"clause type:\s*([a-z][a-z \-]*?)\s*[.\n]", re.IGNORECASE)
@@ -193,7 +196,7 @@ def sample_task(rng: random.Random) -> Task:
     prompt.append({"role": "user", "content": user})
     reference = {"task": "clause", "clause_type": clause_type, "facts": [slots[k] for k in fact_keys]}
     good = f"Clause type: {clause_type}. In plain words: {plain}"
-    filler = " ".join(rng.sample(FILLER, 2))
+    filler = " ".join(f"{opening} {sentence}" for opening, sentence in zip(FILLER_OPENINGS, rng.sample(FILLER, 2)))
     flawed = {
         "wrong": f"Clause type: {CONFUSABLE[clause_type]}. In plain words: {plain}",
         "unsafe": f"{good} {rng.choice(UNSAFE_ADDITIONS)}",

@@ -29,7 +29,7 @@ WEIGHTS = {"correctness": 0.45, "safety": 0.3, "format": 0.1, "concision": 0.15}
 CONCISION_TARGET, CONCISION_LIMIT = 45, 110
 SFT_FLAW_RATES = {"no_caveat": 0.55, "unsafe": 0.08, "wrong": 0.04, "verbose": 0.03, "malformed": 0.03, "terse": 0.03}
 """How often medical demonstrations carry each flaw: most writers leave out the caveat."""
-PAIR_FLAW_MIX = {"no_caveat": 0.5, "unsafe": 0.2, "wrong": 0.1, "verbose": 0.1, "terse": 0.1}
+PAIR_FLAW_MIX = {"no_caveat": 0.4, "wrong": 0.25, "unsafe": 0.15, "verbose": 0.1, "terse": 0.1}
 """Which flaws the medical preference pairs set against the good answer."""
 OVER_TRIAGE_CREDIT = {1: 0.4, 2: 0.2}
 """Correctness for answering a more severe level than needed, by how many levels."""
