@@ -20,104 +20,27 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-
-def sampled_eos_rate(model, tok, prompts, temperature: float, max_new_tokens: int, top_p: float = 1.0) -> float:
-    """Share of sampled replies that end with the end-of-turn token within ``max_new_tokens``."""
-    import torch
-
-    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    side, tok.padding_side = tok.padding_side, "left"
-    ended = 0
-    try:
-        for start in range(0, len(texts), 32):
-            batch = tok(texts[start:start + 32], return_tensors="pt", padding=True, add_special_tokens=False)
-            with torch.no_grad():
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                                     top_p=top_p, top_k=0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            ended += int((out[:, batch["input_ids"].shape[1]:] == tok.eos_token_id).any(dim=1).sum())
-    finally:
-        tok.padding_side = side
-    return ended / len(texts)
-
-
-def distinct_2(replies: list[str]) -> float:
-    """Share of distinct word bigrams among all bigrams of the replies (low: repetition, collapse)."""
-    grams = [tuple(r.split()[i:i + 2]) for r in replies for i in range(max(0, len(r.split()) - 1))]
-    return len(set(grams)) / max(1, len(grams))
 
 
 def summarize(result: dict, baseline: dict | None, seed: int) -> dict:
-    from course_lib.stats import bootstrap_ci
+    from course_lib.stats import paired_difference
+    from course_lib.trials import distinct_2
 
     out = {"gold": result["gold_score"], "by_domain": result["by_domain"], "parts": result["parts"],
            "distinct_2": distinct_2([r["response"] for r in result["rows"]])}
     if baseline is not None:
-        diff = np.array([a["score"] - b["score"] for a, b in zip(result["rows"], baseline["rows"])])
-        est, low, high = bootstrap_ci(diff, n_resamples=2000, seed=seed)
-        out["gain"] = {"mean": est, "ci_low": low, "ci_high": high}
+        out["gain"] = paired_difference([r["score"] for r in result["rows"]], [r["score"] for r in baseline["rows"]],
+                                        seed=seed)
     return out
-
-
-def dpo(run, tok, rows, seed: int, steps: int, learning_rate: float, beta: float, out_dir: Path):
-    """TRL's DPOTrainer from the SFT adapter; TRL copies it into a frozen reference adapter."""
-    from datasets import Dataset
-    from peft import PeftModel
-    from trl import DPOConfig, DPOTrainer
-
-    from course_lib.models import load_model
-    from course_lib.stages.lm_head import use_full_logits_on_cpu
-
-    policy = PeftModel.from_pretrained(load_model(run.profile), str(run.stage_dir("sft") / "adapter"), is_trainable=True)
-    # TRL's configs default to bf16, which on this CPU runs about 20x slower than float32: say so.
-    args = DPOConfig(output_dir=str(out_dir), max_steps=steps, learning_rate=learning_rate, beta=beta,
-                     per_device_train_batch_size=16, max_length=run.profile.model.max_seq_length, report_to="none",
-                     use_cpu=True, bf16=False, logging_steps=5, save_strategy="no", lr_scheduler_type="cosine", warmup_steps=2,
-                     seed=seed, disable_tqdm=True)
-    trainer = DPOTrainer(model=policy, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
-    use_full_logits_on_cpu(trainer.model)
-    trainer.train()
-    return trainer.model, trainer.state.log_history
-
-
-def rloo(run, tok, reward_model, prompts, seed: int, steps: int, learning_rate: float, beta: float,
-         temperature: float, max_new_tokens: int, out_dir: Path):
-    """TRL's RLOOTrainer on the merged SFT model with a fresh LoRA; the reward is the kit's reward model.
-
-    The fresh adapter switched off is the SFT model, so the KL penalty measures the distance
-    from SFT, not from the bare base (DESIGN.md, "The reference model").
-    """
-    from datasets import Dataset
-    from trl import RLOOConfig, RLOOTrainer
-
-    from course_lib.models import load_model, lora_config
-    from course_lib.stages.lm_head import use_full_logits_on_cpu
-    from course_lib.stages.reward import score_conversations
-
-    max_length = run.profile.model.max_seq_length
-
-    def reward(prompts, completions, **kwargs):
-        return score_conversations(reward_model, tok, [p + c for p, c in zip(prompts, completions)], max_length).tolist()
-
-    merged = load_model(run.profile, str(run.stage_dir("sft") / "merged"))
-    args = RLOOConfig(output_dir=str(out_dir), max_steps=steps, learning_rate=learning_rate, beta=beta,
-                      num_generations=4, per_device_train_batch_size=16, max_completion_length=max_new_tokens,
-                      temperature=temperature, top_p=1.0, report_to="none", use_cpu=True, bf16=False, logging_steps=5,
-                      save_strategy="no", seed=seed, disable_tqdm=True, lr_scheduler_type="constant")
-    trainer = RLOOTrainer(model=merged, reward_funcs=reward, args=args, train_dataset=Dataset.from_list(prompts),
-                          processing_class=tok, peft_config=lora_config(run.profile))
-    use_full_logits_on_cpu(trainer.model, temperature=temperature)
-    trainer.train()
-    return trainer.model, trainer.state.log_history
 
 
 def main() -> None:
     from course_lib.config import load_profile
     from course_lib.data import ensure_curated_data, load_records
-    from course_lib.generation import balanced_sample, gold_evaluate
+    from course_lib.generation import balanced_sample, end_of_turn_rate, gold_evaluate
     from course_lib.models import load_model, load_tokenizer
-    from course_lib.stages import RewardStageConfig, RunContext, SFTStageConfig, load_reward_model, run_reward, run_sft
+    from course_lib.stages import RewardStageConfig, RunContext, SFTStageConfig, run_reward, run_sft
+    from course_lib.trials import dpo_trial, rloo_trial
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -151,30 +74,35 @@ def main() -> None:
         sft_model = load_model(profile, str(run.stage_dir("sft") / "merged"), for_training=False)
         sft = gold_evaluate(sft_model, tok, evals, max_new_tokens=args.max_new_tokens)
         record = {"sft": summarize(sft, None, seed),
-                  "sft_eos": {str(t): sampled_eos_rate(sft_model, tok, prompts[:90], t, args.max_new_tokens)
-                              for t in (0.7, 1.0)}}
-        rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
-                for r in load_records(run.data_file("prefs_train.jsonl"))]
+                  "sft_end_of_turn": {f"T{t}_max{n}": end_of_turn_rate(sft_model, tok, prompts[:90], temperature=t,
+                                                                        max_new_tokens=n)
+                                      for t in (0.7, 1.0) for n in (64, 96)}}
+
+        def trained(trainer):
+            log = [h for h in trainer.state.log_history if "loss" in h]
+            return trainer.model, log[-1] if log else {}
+
         if "dpo" not in args.skip:
             t = time.time()
-            model, log = dpo(run, tok, rows, seed, args.dpo_steps, args.dpo_lr, args.dpo_beta, run.run_dir / "dpo")
+            model, last = trained(dpo_trial(run, seed=seed, steps=args.dpo_steps, learning_rate=args.dpo_lr,
+                                            beta=args.dpo_beta, out_dir=run.run_dir / "dpo")[0])
             record["dpo"] = {**summarize(gold_evaluate(model, tok, evals, max_new_tokens=args.max_new_tokens), sft, seed),
-                             "seconds": time.time() - t, "last_log": [h for h in log if "loss" in h][-1]}
+                             "seconds": time.time() - t, "last_log": last}
         if "rloo" not in args.skip:
             t = time.time()
-            train_prompts = [{"prompt": r["prompt"]} for r in rows]
-            model, log = rloo(run, tok, load_reward_model(run), train_prompts, seed, args.rloo_steps, args.rloo_lr,
-                              args.rloo_beta, args.temperature, args.max_new_tokens, run.run_dir / "rloo")
+            model, last = trained(rloo_trial(run, seed=seed, steps=args.rloo_steps, learning_rate=args.rloo_lr,
+                                             beta=args.rloo_beta, temperature=args.temperature,
+                                             max_new_tokens=args.max_new_tokens, out_dir=run.run_dir / "rloo")[0])
             record["rloo"] = {**summarize(gold_evaluate(model, tok, evals, max_new_tokens=args.max_new_tokens), sft, seed),
-                              "seconds": time.time() - t, "last_log": [h for h in log if "loss" in h][-1]}
+                              "seconds": time.time() - t, "last_log": last}
         if "collapse" not in args.skip and seed == args.seeds[0]:
             t = time.time()
-            model, log = dpo(run, tok, rows, seed, args.collapse_steps, args.collapse_lr, args.dpo_beta,
-                             run.run_dir / "dpo_collapse")
+            model, _ = trained(dpo_trial(run, seed=seed, steps=args.collapse_steps, learning_rate=args.collapse_lr,
+                                         beta=args.dpo_beta, out_dir=run.run_dir / "dpo_collapse")[0])
             collapsed = gold_evaluate(model, tok, evals, max_new_tokens=args.max_new_tokens)
             record["collapse"] = {**summarize(collapsed, sft, seed), "seconds": time.time() - t,
-                                  "eos_greedy": float(np.mean([len(r["response"].split()) < args.max_new_tokens * 0.6
-                                                               for r in collapsed["rows"]])),
+                                  "end_of_turn": end_of_turn_rate(model, tok, prompts[:90], temperature=args.temperature,
+                                                                  max_new_tokens=args.max_new_tokens),
                                   "samples": [r["response"][:200] for r in collapsed["rows"][:6]]}
         record["seconds"] = time.time() - started
         results["seeds"][seed] = record

@@ -19,16 +19,17 @@ import json
 import time
 from pathlib import Path
 
-from preference_feasibility import distinct_2, dpo, sampled_eos_rate, summarize
+from preference_feasibility import summarize
 
 
 def main() -> None:
     from course_lib.config import load_profile
     from course_lib.data import ensure_curated_data, load_records
-    from course_lib.generation import balanced_sample, gold_evaluate
+    from course_lib.generation import balanced_sample, end_of_turn_rate, gold_evaluate
     from course_lib.models import load_model, load_tokenizer
     from course_lib.stages import RunContext, SFTStageConfig, run_sft
     from course_lib.tiny_base import TinyBaseConfig, build_tiny_base
+    from course_lib.trials import dpo_trial
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", required=True, help="the candidate's name in the table")
@@ -55,23 +56,22 @@ def main() -> None:
     evals = balanced_sample(list(load_records(run.data_file("eval_prompts.jsonl"))), args.eval_prompts)
     sft_model = load_model(profile, str(run.stage_dir("sft") / "merged"), for_training=False)
     sft = gold_evaluate(sft_model, tok, evals, max_new_tokens=args.max_new_tokens)
-    rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
-            for r in load_records(run.data_file("prefs_train.jsonl"))]
     t = time.time()
-    model, log = dpo(run, tok, rows, 0, args.dpo_steps, args.dpo_lr, 0.1, run.run_dir / "dpo")
+    model = dpo_trial(run, seed=0, steps=args.dpo_steps, learning_rate=args.dpo_lr, beta=0.1,
+                      out_dir=run.run_dir / "dpo")[0].model
     dpo_seconds = time.time() - t
     result = {
         "name": args.name, "recipe": info["config"], "parameters": info["parameters"],
         "pretrain_seconds": info["build_seconds"], "pretrain_final_loss": info["loss_history"][-1]["loss"],
         "sft_seconds": sft_seconds, "sft_eval_loss": sft_metrics["eval_loss"],
         "sft": summarize(sft, None, 0),
-        "sft_eos": {str(temp): sampled_eos_rate(sft_model, tok, [e["prompt"] for e in evals[:90]], temp, args.max_new_tokens)
-                    for temp in (0.7, 1.0)},
+        "sft_end_of_turn": {str(temp): end_of_turn_rate(sft_model, tok, [e["prompt"] for e in evals[:90]],
+                                                        temperature=temp, max_new_tokens=args.max_new_tokens)
+                            for temp in (0.7, 1.0)},
         "dpo": {**summarize(gold_evaluate(model, tok, evals, max_new_tokens=args.max_new_tokens), sft, 0),
                 "seconds": dpo_seconds},
         "total_seconds": time.time() - started,
     }
-    result["sft"]["distinct_2"] = distinct_2([r["response"] for r in sft["rows"]])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a", encoding="utf-8") as f:
         f.write(json.dumps(result) + "\n")

@@ -91,3 +91,20 @@ def ranked_correctly(margins: Sequence[float], gold: Sequence[int]) -> np.ndarra
         raise ValueError(f"margins {margins.shape} and gold {gold.shape} must have the same shape")
     keep = gold != 0
     return (np.sign(margins[keep]) == gold[keep]).astype(float)
+
+
+def paired_difference(after: Sequence[float], before: Sequence[float], n_resamples: int = 2000,
+                      seed: int = 0) -> dict[str, float]:
+    """Mean of ``after - before`` over the same units (prompts), with a bootstrap 95% CI.
+
+    Pairing removes the spread between prompts, so a small real gain shows where two
+    separate means would overlap.
+
+    Returns:
+        ``{"mean", "ci_low", "ci_high"}``.
+    """
+    after, before = np.asarray(after, dtype=float), np.asarray(before, dtype=float)
+    if after.shape != before.shape:
+        raise ValueError(f"paired scores must have the same shape, got {after.shape} and {before.shape}")
+    mean, low, high = bootstrap_ci(after - before, n_resamples=n_resamples, seed=seed)
+    return {"mean": mean, "ci_low": low, "ci_high": high}

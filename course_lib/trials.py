@@ -1,0 +1,87 @@
+"""Short DPO and RLOO trials from a run's SFT model, with TRL's trainers: can preferences win here?
+
+Issue 9's feasibility question, asked before the PPO and DPO notebooks: on ``tiny-cpu``, does
+TRL's ``DPOTrainer`` on the curated pairs, or TRL's ``RLOOTrainer`` with the kit's reward model,
+raise the gold score over the SFT model? ``benchmarks/preference_feasibility.py`` answers it
+over seeds (``docs/preference_feasibility.md``); ``tests/test_learning_signals.py`` asserts it.
+Notebooks 04 and 05 build the full stages; these are the plain trainer calls they start from.
+
+Both trials train a LoRA adapter whose "off" state is the SFT model, so the reference the
+KL term (RLOO) or the implicit reward (DPO) measures against is the SFT model, never the bare
+base (DESIGN.md, "The reference model").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from .models import load_model, load_tokenizer, lora_config
+from .stages.base import RunContext, common_training_args
+from .stages.lm_head import use_full_logits_on_cpu
+from .stages.reward import SFT_PRODUCER, load_reward_model, preference_rows, score_conversations
+
+
+def dpo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, beta: float, out_dir: Path,
+              batch_size: int = 16):
+    """TRL's ``DPOTrainer`` on ``prefs_train.jsonl``, from the SFT model with a fresh LoRA adapter.
+
+    Returns:
+        ``(trainer, tokenizer)``, trained; ``trainer.model`` is the DPO policy.
+    """
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    profile = run.profile
+    sft = str(run.artifact("sft", "merged", SFT_PRODUCER))
+    tok = load_tokenizer(profile, sft)
+    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in preference_rows(run, "prefs_train.jsonl")]
+    # The profile's precision and optimizer: TRL's own default, bf16, runs about 20x slower on a CPU.
+    args = DPOConfig(**_trainer_args(run, out_dir, steps, learning_rate, batch_size, seed), beta=beta,
+                     max_length=profile.model.max_seq_length)
+    trainer = DPOTrainer(model=load_model(profile, sft), args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tok, peft_config=lora_config(profile))
+    use_full_logits_on_cpu(trainer.model)
+    trainer.train()
+    return trainer, tok
+
+
+def rloo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, beta: float, temperature: float,
+               max_new_tokens: int, out_dir: Path, num_generations: int = 4, batch_size: int = 16):
+    """TRL's ``RLOOTrainer`` on the preference prompts, rewarded by the run's reward model.
+
+    Returns:
+        ``(trainer, tokenizer)``, trained; ``trainer.model`` is the RLOO policy.
+    """
+    from datasets import Dataset
+    from trl import RLOOConfig, RLOOTrainer
+
+    profile = run.profile
+    sft = str(run.artifact("sft", "merged", SFT_PRODUCER))
+    tok = load_tokenizer(profile, sft)
+    reward_model = load_reward_model(run)
+    max_length = profile.model.max_seq_length
+
+    def reward(prompts: Sequence[list[dict[str, str]]], completions: Sequence[list[dict[str, str]]], **_: Any) -> list[float]:
+        return score_conversations(reward_model, tok, [p + c for p, c in zip(prompts, completions)], max_length).tolist()
+
+    prompts = [{"prompt": r["prompt"]} for r in preference_rows(run, "prefs_train.jsonl")]
+    args = RLOOConfig(**_trainer_args(run, out_dir, steps, learning_rate, batch_size, seed), beta=beta,
+                      num_generations=num_generations, max_completion_length=max_new_tokens, temperature=temperature,
+                      top_p=1.0)
+    trainer = RLOOTrainer(model=load_model(profile, sft), reward_funcs=reward, args=args,
+                          train_dataset=Dataset.from_list(prompts), processing_class=tok, peft_config=lora_config(profile))
+    use_full_logits_on_cpu(trainer.model, temperature=temperature)
+    trainer.train()
+    return trainer, tok
+
+
+def _trainer_args(run: RunContext, out_dir: Path, steps: int, learning_rate: float, batch_size: int,
+                  seed: int) -> dict[str, Any]:
+    return common_training_args(run.profile, output_dir=out_dir, max_steps=steps, learning_rate=learning_rate,
+                                batch_size=batch_size, seed=seed, report_to="none", logging_steps=5, progress=False)
+
+
+def distinct_2(replies: Sequence[str]) -> float:
+    """Distinct word bigrams over all bigrams of the replies: low when a policy repeats itself (collapse)."""
+    grams = [tuple(words[i : i + 2]) for words in (r.split() for r in replies) for i in range(max(0, len(words) - 1))]
+    return len(set(grams)) / max(1, len(grams))
