@@ -1,0 +1,86 @@
+"""Configuration of the PPO stage (``run_ppo``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import ConfigError
+
+
+@dataclass
+class PPOStageConfig:
+    """RLHF with the kit's own PPO: the SFT policy against the reward model, held near SFT by a KL penalty.
+
+    Parameters that control rollouts:
+        batch_size, max_new_tokens, temperature, top_p, missing_eos_penalty, verifiable_reward_weight.
+    Parameters that control the objective:
+        kl_coef, kl_estimator, adaptive_kl, kl_target, kl_horizon, gamma, lam, whiten_advantages.
+    Parameters that control the update:
+        max_steps, ppo_epochs, minibatch_size, learning_rate, value_learning_rate, clip_range,
+        value_clip_range, value_coef, entropy_coef, max_grad_norm.
+    Parameters that control bookkeeping:
+        save_steps, resume, eval_prompts, sample_every, seed, progress, train_file.
+    ``None`` means "take it from the profile".
+    """
+
+    max_steps: int | None = field(default=None, metadata={"help": "PPO iterations (rollout + update); None = the profile's budgets.ppo"})
+    batch_size: int = field(default=16, metadata={"help": "prompts sampled per iteration"})
+    max_new_tokens: int = field(default=96, metadata={"help": "longest sampled reply, in tokens"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the rollouts"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold (1.0: off)"})
+    missing_eos_penalty: float = field(default=1.0, metadata={"help": "subtracted from the score of a reply that never ends"})
+    verifiable_reward_weight: float = field(default=0.0, metadata={"help": "weight of the share of unit tests passed, for code prompts"})
+    kl_coef: float = field(default=0.05, metadata={"help": "weight of the per-token KL penalty to the SFT model (beta)"})
+    kl_estimator: Literal["k1", "k3"] = field(default="k1", metadata={"help": "per-token KL estimator"})
+    adaptive_kl: bool = field(default=False, metadata={"help": "steer kl_coef towards kl_target (Ziegler et al.)"})
+    kl_target: float = field(default=2.0, metadata={"help": "KL per reply the adaptive controller aims at"})
+    kl_horizon: int = field(default=1000, metadata={"help": "samples over which the adaptive controller corrects"})
+    gamma: float = field(default=1.0, metadata={"help": "discount per token"})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    whiten_advantages: bool = field(default=True, metadata={"help": "normalise advantages per batch"})
+    ppo_epochs: int = field(default=2, metadata={"help": "passes over each rollout batch"})
+    minibatch_size: int = field(default=8, metadata={"help": "replies per gradient step"})
+    learning_rate: float | None = field(default=None, metadata={"help": "policy (LoRA) learning rate; None = a tenth of the profile's"})
+    value_learning_rate: float | None = field(default=None, metadata={"help": "value model learning rate; None = the profile's"})
+    clip_range: float = field(default=0.2, metadata={"help": "policy ratio clipping epsilon"})
+    value_clip_range: float = field(default=0.2, metadata={"help": "value clipping epsilon"})
+    value_coef: float = field(default=0.5, metadata={"help": "weight of the value loss"})
+    entropy_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    save_steps: int = field(default=10, metadata={"help": "iterations between checkpoints (for resuming)"})
+    resume: bool = field(default=True, metadata={"help": "continue from the last checkpoint of an unfinished run"})
+    eval_prompts: int = field(default=60, metadata={"help": "held-out prompts scored by the gold judge before and after"})
+    sample_every: int = field(default=5, metadata={"help": "iterations between stored sample completions"})
+    train_file: str = field(default="prefs_train.jsonl", metadata={"help": "data file in <run>/data whose prompts PPO samples"})
+    seed: int = field(default=0, metadata={"help": "seed of the adapter, the prompt order and the sampling"})
+    progress: bool = field(default=True, metadata={"help": "show a live progress bar with reward and KL"})
+
+    def __post_init__(self) -> None:
+        positive = ("batch_size", "max_new_tokens", "ppo_epochs", "minibatch_size", "save_steps", "kl_horizon", "sample_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"expected a positive integer, got {getattr(self, name)}", key=name)
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"expected a positive integer, got {self.max_steps}", key="max_steps")
+        if self.batch_size % self.minibatch_size:
+            raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of minibatch_size ({self.minibatch_size})",
+                              key="minibatch_size")
+        for name in ("learning_rate", "value_learning_rate"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 1:
+                raise ConfigError(f"expected 0 < {name} < 1, got {value}", key=name)
+        if not self.temperature > 0:
+            raise ConfigError(f"expected temperature > 0, got {self.temperature}", key="temperature")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"expected 0 < top_p <= 1, got {self.top_p}", key="top_p")
+        for name in ("kl_coef", "missing_eos_penalty", "verifiable_reward_weight", "entropy_coef", "value_coef"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"expected a value >= 0, got {getattr(self, name)}", key=name)
+        for name in ("gamma", "lam"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"expected a value in [0, 1], got {getattr(self, name)}", key=name)
+        for name in ("clip_range", "value_clip_range", "kl_target", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"expected a value > 0, got {getattr(self, name)}", key=name)
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ConfigError(f"expected 'k1' or 'k3', got {self.kl_estimator!r}", key="kl_estimator")

@@ -1,0 +1,136 @@
+"""The kit's PPO: the reference is the SFT model, a toy task is learned, a stopped run resumes, the value model reloads."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from course_lib.data import ensure_curated_data
+from course_lib.rl import token_logprobs
+from course_lib.stages import (
+    PPOStageConfig, PPOTrainer, RewardStageConfig, RunContext, SFTStageConfig, finish_ppo, make_ppo_trainer, run_ppo,
+    run_reward, run_sft,
+)
+from course_lib.stages.ppo import last_ppo_checkpoint
+
+pytestmark = pytest.mark.slow
+SMALL = {"sft_per_domain": 24, "prefs_per_domain": 24, "eval_per_domain": 10}
+QUICK = dict(batch_size=4, minibatch_size=2, max_new_tokens=12, eval_prompts=3, progress=False, ppo_epochs=1)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_base_path):
+    run = RunContext.create(tmp_path_factory.mktemp("ppo_run"), "tiny-cpu")
+    ensure_curated_data(run.run_dir, seed=0, sizes=SMALL)
+    run_sft(SFTStageConfig(max_steps=4, eval_prompts=0, save_steps=100, eval_steps=100, progress=False), run)
+    run_reward(RewardStageConfig(max_steps=3, length_probe_pairs=2, bootstrap_resamples=100, progress=False), run)
+    return run
+
+
+def test_config_validates():
+    from course_lib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="minibatch_size"):
+        PPOStageConfig(batch_size=6, minibatch_size=4)
+    with pytest.raises(ConfigError, match="kl_estimator"):
+        PPOStageConfig(kl_estimator="k2")
+    with pytest.raises(ConfigError, match="temperature"):
+        PPOStageConfig(temperature=0)
+
+
+def test_the_reference_is_the_sft_model_not_the_bare_base(trained_run, tiny_base_path):
+    """The policy's adapter switched off gives the SFT model's log-probs, not the base model's."""
+    from course_lib.models import load_model
+
+    trainer = make_ppo_trainer(PPOStageConfig(**QUICK), trained_run)
+    batch, _ = trainer.rollout()
+    reference = trainer.reference_logprobs(batch)
+    sft = load_model(trained_run.profile, str(trained_run.stage_dir("sft") / "merged"), for_training=False)
+    base = load_model(trained_run.profile, str(tiny_base_path), for_training=False)
+    with torch.no_grad():
+        sft_logprobs = token_logprobs(sft, batch, trainer.cfg.temperature)[0]
+        base_logprobs = token_logprobs(base, batch, trainer.cfg.temperature)[0]
+    mask = batch.response_mask.bool()
+    assert torch.allclose(reference[mask], sft_logprobs[mask], atol=1e-4)
+    assert not torch.allclose(reference[mask], base_logprobs[mask], atol=1e-2)
+    # At the first rollout the fresh adapter is a no-op: the policy is still the SFT model, so KL is zero.
+    assert torch.allclose(batch.extras["kl"], torch.zeros_like(batch.extras["kl"]), atol=1e-4)
+
+
+def test_ppo_learns_a_toy_task(trained_run, tmp_path):
+    """Reward = the share of the token budget a reply leaves unused: PPO must learn to end replies sooner."""
+    from course_lib.data import load_records
+    from course_lib.models import add_lora, load_model, load_tokenizer
+    from course_lib.stages.ppo import load_value_model
+
+    profile = trained_run.profile
+    sft_dir = trained_run.stage_dir("sft") / "merged"
+    torch.manual_seed(0)
+    policy = add_lora(load_model(profile, str(sft_dir)), profile)
+    prompts = [dict(r) for r in load_records(trained_run.data_file("prefs_train.jsonl"))]
+    max_new = 24
+
+    def brevity(records, texts):
+        return [1 - min(len(trainer.tokenizer(t, add_special_tokens=False)["input_ids"]), max_new) / max_new for t in texts]
+
+    cfg = PPOStageConfig(max_steps=20, batch_size=8, minibatch_size=4, max_new_tokens=max_new, missing_eos_penalty=0.0,
+                         kl_coef=0.01, learning_rate=3e-3, ppo_epochs=2, temperature=1.0, progress=False)
+    trainer = PPOTrainer(cfg, profile, policy, load_value_model(trained_run), None, load_tokenizer(profile, str(sft_dir)),
+                         prompts, tmp_path / "checkpoints", reward_fn=brevity)
+    history = trainer.train()
+    first = sum(h["reward"] for h in history[:5]) / 5
+    last = sum(h["reward"] for h in history[-5:]) / 5
+    assert last > first + 0.1, [round(h["reward"], 3) for h in history]
+    for key in ("reward", "gold", "kl", "entropy", "clip_fraction", "approx_kl", "ratio_mean", "ratio_max",
+                "value_loss", "explained_variance", "response_length", "eos_rate", "policy_loss"):
+        assert key in history[-1]
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_and_the_value_model_reloads(trained_run):
+    from peft import PeftModel
+
+    from course_lib.models import load_model
+    from course_lib.rl import token_values
+
+    run = trained_run.variant("resume")
+    cfg = PPOStageConfig(max_steps=4, save_steps=2, **QUICK)
+    seen: list[int] = []
+
+    def stop_at_three(stats):
+        seen.append(stats["step"])
+        if stats["step"] == 3:
+            raise KeyboardInterrupt("stopped at iteration 3")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_ppo(cfg, run, callbacks=[stop_at_three])
+    checkpoint = last_ppo_checkpoint(run.stage_dir("ppo") / "checkpoints")
+    assert checkpoint is not None and checkpoint.name == "step-2"
+    assert not (run.stage_dir("ppo") / "COMPLETE").exists()
+    seen.clear()
+    result = run_ppo(cfg, run, callbacks=[lambda stats: seen.append(stats["step"])])
+    assert seen == [3, 4]  # only the iterations after the checkpoint ran again
+    assert result.metrics["steps"] == 4 and len(result.metrics["history"]) == 4
+    assert {"mean", "ci_low", "ci_high"} <= set(result.metrics["gold_gain"])
+    assert run_ppo(cfg, run).skipped
+
+    value_dir = result.output_dir / "value_model"
+    base = load_model(run.profile, str(trained_run.stage_dir("sft") / "merged"), num_labels=1, for_training=False)
+    value_model = PeftModel.from_pretrained(base, str(value_dir)).eval()
+    trainer = make_ppo_trainer(PPOStageConfig(**QUICK), run)
+    batch, _ = trainer.rollout()
+    with torch.no_grad():
+        values = token_values(value_model, batch)
+    assert values.shape == batch.response_mask.shape and torch.isfinite(values).all()
+    assert (result.output_dir / "merged" / "model.safetensors").is_file()
+
+
+def test_finish_measures_gold_before_and_after_on_the_same_prompts(trained_run):
+    run = trained_run.variant("finish")
+    cfg = PPOStageConfig(max_steps=1, **QUICK)
+    trainer = make_ppo_trainer(cfg, run)
+    trainer.train()
+    metrics = finish_ppo(trainer, cfg, run).metrics
+    assert 0 <= metrics["gold_score_before"] <= 1 and 0 <= metrics["gold_score_after"] <= 1
+    assert metrics["ledger"]["wall_seconds"] > 0 and metrics["samples"]
+    shutil.rmtree(run.run_dir)
