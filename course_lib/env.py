@@ -55,8 +55,11 @@ def quiet_library_noise() -> None:
       ``gradient_checkpointing_enable/disable``, which transformers 5 renamed to
       ``activation_checkpointing``: a ``FutureWarning`` about their code, not the kit's
       (the kit itself uses the new names).
+    - transformers checks every model against a tensor-parallel plan and warns that a reward
+      head and the norms have no sharding rule; the kit never shards a model.
 
     Called when ``course_lib`` is imported.
     """
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    logging.getLogger("transformers.distributed.tensor_parallel").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing\w*` is deprecated", category=FutureWarning)

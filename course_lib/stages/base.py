@@ -331,9 +331,18 @@ def attach_kit_callbacks(trainer, ledger: ComputeLedger, progress: bool):
     Without a progress bar, ``transformers`` prints every logging step as a raw dict; a quiet
     training keeps its logs in ``trainer.state.log_history`` instead.
     """
-    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class LossOnBar(ProgressCallback):
+        """The console progress bar, with the running loss on it instead of a dict printed per log."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.training_bar is not None and logs and "loss" in logs:
+                self.training_bar.set_postfix(loss=f"{float(logs['loss']):.3f}")
 
     trainer.add_callback(ledger.callback())
     if not progress:
         trainer.remove_callback(PrinterCallback)
+    elif trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(LossOnBar())
     return trainer
