@@ -195,12 +195,28 @@ def _check_value(value: Any, tp: Any, f: dataclasses.Field, file: str | None, ke
         ok = isinstance(value, tp)
     if not ok:
         raise ConfigError(f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}", file=file, key=key)
-    lo, hi = f.metadata.get("min"), f.metadata.get("max")
-    if lo is not None and value < lo:
-        raise ConfigError(f"expected a value >= {lo}, got {value!r}", file=file, key=key)
-    if hi is not None and value > hi:
-        raise ConfigError(f"expected a value <= {hi}, got {value!r}", file=file, key=key)
+    bounds = (("min", ">=", lambda v, b: v >= b), ("max", "<=", lambda v, b: v <= b),
+              ("above", ">", lambda v, b: v > b), ("below", "<", lambda v, b: v < b))
+    for name, sign, holds in bounds:
+        bound = f.metadata.get(name)
+        if bound is not None and not holds(value, bound):
+            raise ConfigError(f"expected a value {sign} {bound}, got {value!r}", file=file, key=key)
     return value
+
+
+def check_fields(config: Any) -> None:
+    """Check every field of a config dataclass against its annotation and its range metadata.
+
+    Range metadata: ``min`` and ``max`` (inclusive), ``above`` and ``below`` (exclusive).
+    Stage configs call it first in ``__post_init__``, so a bad value stops with the field
+    named, as a bad profile value does; rules that tie fields together follow it.
+
+    Raises:
+        ConfigError: naming the field and what was expected.
+    """
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        _check_value(getattr(config, f.name), hints[f.name], f, None, f.name)
 
 
 def from_mapping(cls: type, data: Any, *, file: str | None = None, prefix: str = "") -> Any:

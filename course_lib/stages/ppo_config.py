@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..config import check_fields
 from ..errors import ConfigError
 
 
@@ -23,64 +24,40 @@ class PPOStageConfig:
     ``None`` means "take it from the profile".
     """
 
-    max_steps: int | None = field(default=None, metadata={"help": "PPO iterations (rollout + update); None = the profile's budgets.ppo"})
-    batch_size: int = field(default=16, metadata={"help": "prompts sampled per iteration"})
-    max_new_tokens: int = field(default=96, metadata={"help": "longest sampled reply, in tokens"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the rollouts"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold (1.0: off)"})
-    missing_eos_penalty: float = field(default=1.0, metadata={"help": "subtracted from the score of a reply that never ends"})
-    verifiable_reward_weight: float = field(default=0.0, metadata={"help": "weight of the share of unit tests passed, for code prompts"})
-    kl_coef: float = field(default=0.05, metadata={"help": "weight of the per-token KL penalty to the SFT model (beta)"})
+    max_steps: int | None = field(default=None, metadata={"help": "PPO iterations (rollout + update); None = the profile's budgets.ppo", "min": 1})
+    batch_size: int = field(default=16, metadata={"help": "prompts sampled per iteration", "min": 1})
+    max_new_tokens: int = field(default=96, metadata={"help": "longest sampled reply, in tokens", "min": 1})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the rollouts", "above": 0})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold (1.0: off)", "above": 0, "max": 1})
+    missing_eos_penalty: float = field(default=1.0, metadata={"help": "subtracted from the score of a reply that never ends", "min": 0})
+    verifiable_reward_weight: float = field(default=0.0, metadata={"help": "weight of the share of unit tests passed, for code prompts", "min": 0})
+    kl_coef: float = field(default=0.05, metadata={"help": "weight of the per-token KL penalty to the SFT model (beta)", "min": 0})
     kl_estimator: Literal["k1", "k3"] = field(default="k1", metadata={"help": "per-token KL estimator"})
     adaptive_kl: bool = field(default=False, metadata={"help": "steer kl_coef towards kl_target (Ziegler et al.)"})
-    kl_target: float = field(default=2.0, metadata={"help": "KL per reply the adaptive controller aims at"})
-    kl_horizon: int = field(default=1000, metadata={"help": "samples over which the adaptive controller corrects"})
-    gamma: float = field(default=1.0, metadata={"help": "discount per token"})
-    lam: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    kl_target: float = field(default=2.0, metadata={"help": "KL per reply the adaptive controller aims at", "above": 0})
+    kl_horizon: int = field(default=1000, metadata={"help": "samples over which the adaptive controller corrects", "min": 1})
+    gamma: float = field(default=1.0, metadata={"help": "discount per token", "min": 0, "max": 1})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda", "min": 0, "max": 1})
     whiten_advantages: bool = field(default=True, metadata={"help": "normalise advantages per batch"})
-    ppo_epochs: int = field(default=2, metadata={"help": "passes over each rollout batch"})
-    minibatch_size: int = field(default=8, metadata={"help": "replies per gradient step"})
-    learning_rate: float | None = field(default=None, metadata={"help": "policy (LoRA) learning rate; None = a tenth of the profile's"})
-    value_learning_rate: float | None = field(default=None, metadata={"help": "value model learning rate; None = the profile's"})
-    clip_range: float = field(default=0.2, metadata={"help": "policy ratio clipping epsilon"})
-    value_clip_range: float = field(default=0.2, metadata={"help": "value clipping epsilon"})
-    value_coef: float = field(default=0.5, metadata={"help": "weight of the value loss"})
-    entropy_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
-    save_steps: int = field(default=10, metadata={"help": "iterations between checkpoints (for resuming)"})
+    ppo_epochs: int = field(default=2, metadata={"help": "passes over each rollout batch", "min": 1})
+    minibatch_size: int = field(default=8, metadata={"help": "replies per gradient step", "min": 1})
+    learning_rate: float | None = field(default=None, metadata={"help": "policy (LoRA) learning rate; None = a tenth of the profile's", "above": 0, "below": 1})
+    value_learning_rate: float | None = field(default=None, metadata={"help": "value model learning rate; None = the profile's", "above": 0, "below": 1})
+    clip_range: float = field(default=0.2, metadata={"help": "policy ratio clipping epsilon", "above": 0})
+    value_clip_range: float = field(default=0.2, metadata={"help": "value clipping epsilon", "above": 0})
+    value_coef: float = field(default=0.5, metadata={"help": "weight of the value loss", "min": 0})
+    entropy_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus", "min": 0})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping", "above": 0})
+    save_steps: int = field(default=10, metadata={"help": "iterations between checkpoints (for resuming)", "min": 1})
     resume: bool = field(default=True, metadata={"help": "continue from the last checkpoint of an unfinished run"})
     eval_prompts: int = field(default=60, metadata={"help": "held-out prompts scored by the gold judge before and after"})
-    sample_every: int = field(default=5, metadata={"help": "iterations between stored sample completions"})
+    sample_every: int = field(default=5, metadata={"help": "iterations between stored sample completions", "min": 1})
     train_file: str = field(default="prefs_train.jsonl", metadata={"help": "data file in <run>/data whose prompts PPO samples"})
     seed: int = field(default=0, metadata={"help": "seed of the adapter, the prompt order and the sampling"})
     progress: bool = field(default=True, metadata={"help": "show a live progress bar with reward and KL"})
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "max_new_tokens", "ppo_epochs", "minibatch_size", "save_steps", "kl_horizon", "sample_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"expected a positive integer, got {getattr(self, name)}", key=name)
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"expected a positive integer, got {self.max_steps}", key="max_steps")
+        check_fields(self)
         if self.batch_size % self.minibatch_size:
             raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of minibatch_size ({self.minibatch_size})",
                               key="minibatch_size")
-        for name in ("learning_rate", "value_learning_rate"):
-            value = getattr(self, name)
-            if value is not None and not 0 < value < 1:
-                raise ConfigError(f"expected 0 < {name} < 1, got {value}", key=name)
-        if not self.temperature > 0:
-            raise ConfigError(f"expected temperature > 0, got {self.temperature}", key="temperature")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"expected 0 < top_p <= 1, got {self.top_p}", key="top_p")
-        for name in ("kl_coef", "missing_eos_penalty", "verifiable_reward_weight", "entropy_coef", "value_coef"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"expected a value >= 0, got {getattr(self, name)}", key=name)
-        for name in ("gamma", "lam"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"expected a value in [0, 1], got {getattr(self, name)}", key=name)
-        for name in ("clip_range", "value_clip_range", "kl_target", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"expected a value > 0, got {getattr(self, name)}", key=name)
-        if self.kl_estimator not in ("k1", "k3"):
-            raise ConfigError(f"expected 'k1' or 'k3', got {self.kl_estimator!r}", key="kl_estimator")

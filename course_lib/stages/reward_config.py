@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import check_fields
 from ..errors import ConfigError
 
 
@@ -17,13 +18,13 @@ class RewardStageConfig:
     ``None`` means "take it from the profile".
     """
 
-    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps per model; None = the profile's budgets.reward"})
-    learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate; None = the profile's"})
+    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps per model; None = the profile's budgets.reward", "min": 1})
+    learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate; None = the profile's", "above": 0, "below": 1})
     batch_size: int | None = field(default=None, metadata={"help": "preference pairs per device per step; None = the profile's"})
-    ensemble_size: int = field(default=1, metadata={"help": "reward models trained with different seeds (uncertainty per pair)"})
-    kfold: int = field(default=0, metadata={"help": "folds for cross-validated accuracy on the training pairs; 0 = off"})
+    ensemble_size: int = field(default=1, metadata={"help": "reward models trained with different seeds (uncertainty per pair)", "min": 1})
+    kfold: int = field(default=0, metadata={"help": "folds for cross-validated accuracy on the training pairs; 0 = off", "min": 0})
     bootstrap_resamples: int = field(default=2000, metadata={"help": "resamples of the accuracy's bootstrap CI"})
-    calibration_bins: int = field(default=8, metadata={"help": "bins of the calibration curve"})
+    calibration_bins: int = field(default=8, metadata={"help": "bins of the calibration curve", "min": 2})
     length_probe_pairs: int = field(default=60, metadata={"help": "pairs that differ only in length, for the length-bias probe"})
     train_file: str = field(default="prefs_train.jsonl", metadata={"help": "preference file in <run>/data (or labels from the widget)"})
     seed: int = field(default=0, metadata={"help": "seed of the first ensemble member (others add 1, 2, ...)"})
@@ -31,13 +32,6 @@ class RewardStageConfig:
     report_to: str | None = field(default=None, metadata={"help": "none, tensorboard, trackio, wandb; None = the profile's"})
 
     def __post_init__(self) -> None:
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"expected a positive integer, got {self.max_steps}", key="max_steps")
-        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
-            raise ConfigError(f"expected 0 < learning_rate < 1, got {self.learning_rate}", key="learning_rate")
-        if self.ensemble_size < 1:
-            raise ConfigError(f"expected ensemble_size >= 1, got {self.ensemble_size}", key="ensemble_size")
-        if self.kfold == 1 or self.kfold < 0:
-            raise ConfigError(f"expected kfold = 0 (off) or >= 2, got {self.kfold}", key="kfold")
-        if self.calibration_bins < 2:
-            raise ConfigError("expected calibration_bins >= 2", key="calibration_bins")
+        check_fields(self)
+        if self.kfold == 1:
+            raise ConfigError("expected kfold = 0 (off) or >= 2, got 1", key="kfold")
