@@ -12,7 +12,7 @@ from course_lib.stages import (
     PPOStageConfig, PPOTrainer, RewardStageConfig, RunContext, SFTStageConfig, finish_ppo, make_ppo_trainer, run_ppo,
     run_reward, run_sft,
 )
-from course_lib.stages.ppo import last_ppo_checkpoint
+from course_lib.stages.base import last_checkpoint
 
 pytestmark = pytest.mark.slow
 SMALL = {"sft_per_domain": 24, "prefs_per_domain": 24, "eval_per_domain": 10}
@@ -104,8 +104,8 @@ def test_a_stopped_run_resumes_from_its_checkpoint_and_the_value_model_reloads(t
 
     with pytest.raises(KeyboardInterrupt):
         run_ppo(cfg, run, callbacks=[stop_at_three])
-    checkpoint = last_ppo_checkpoint(run.stage_dir("ppo") / "checkpoints")
-    assert checkpoint is not None and checkpoint.name == "step-2"
+    checkpoint = last_checkpoint(run.stage_dir("ppo") / "checkpoints")
+    assert checkpoint is not None and checkpoint.name == "checkpoint-2"
     assert not (run.stage_dir("ppo") / "COMPLETE").exists()
     seen.clear()
     result = run_ppo(cfg, run, callbacks=[lambda stats: seen.append(stats["step"])])

@@ -22,6 +22,7 @@ Introduced in ``04_ppo``.
 """
 from __future__ import annotations
 
+import copy
 import json
 import random
 import time
@@ -41,14 +42,15 @@ from ..rl.core import (
 from ..rl.rollout import RolloutBatch, sample_rollouts, token_logprobs, token_values
 from ..stats import paired_difference
 from .base import (
-    MARKER, ComputeLedger, RunContext, StageResult, completed, finish_stage, load_stage_metrics, stage_hash,
+    MARKER, ComputeLedger, RunContext, StageResult, completed, finish_stage, last_checkpoint, load_stage_metrics,
+    stage_hash,
 )
 from .ppo_config import PPOStageConfig
+from .reward import PRODUCER as REWARD_PRODUCER
 from .reward import STAGE as REWARD_STAGE
 from .reward import SFT_PRODUCER, load_reward_model, score_conversations
 
 STAGE = "ppo"
-REWARD_PRODUCER = "notebook 03_reward_model (run_reward)"
 CHECKPOINT_STATE = "trainer_state.pt"
 
 
@@ -251,12 +253,16 @@ class PPOTrainer:
     # --- checkpoints -----------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path:
-        """Adapters, optimizer, KL controller, prompt order, RNG and history, at ``checkpoints/step-<n>``."""
+        """Adapters, optimizer, KL controller, prompt order, RNG and history, at ``checkpoints/checkpoint-<n>``.
+
+        Named as transformers names its checkpoints, so :func:`~course_lib.stages.base.last_checkpoint`
+        finds the newest one for every stage.
+        """
         import torch
 
         from ..atomic import atomic_path
 
-        target = self.output_dir / f"step-{self.step}"
+        target = self.output_dir / f"checkpoint-{self.step}"
         with atomic_path(target) as tmp:
             self.policy.save_pretrained(tmp / "policy", safe_serialization=True)
             self.value_model.save_pretrained(tmp / "value_model", safe_serialization=True)
@@ -287,12 +293,6 @@ class PPOTrainer:
         self.history, self.samples = saved["history"], saved["samples"]
 
 
-def last_ppo_checkpoint(folder: Path) -> Path | None:
-    """The newest ``step-<n>`` checkpoint under ``folder``, or None."""
-    found = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if folder.is_dir() else []
-    return found[-1] if found else None
-
-
 def ppo_inputs(cfg: PPOStageConfig, run: RunContext) -> dict[str, Path]:
     """What the stage reads: the SFT model, the reward model, its prompts and the evaluation prompts."""
     return {"sft": run.artifact("sft", "merged", SFT_PRODUCER),
@@ -300,14 +300,9 @@ def ppo_inputs(cfg: PPOStageConfig, run: RunContext) -> dict[str, Path]:
             "prompts": run.data_file(cfg.train_file), "eval": run.data_file("eval_prompts.jsonl")}
 
 
-def load_value_model(run: RunContext, trainable: bool = True):
-    """A value model initialised from the reward model: its body, head and LoRA, ready to train further."""
-    from peft import PeftModel
-
-    inputs = {"sft": run.artifact("sft", "merged", SFT_PRODUCER),
-              "reward": run.artifact(REWARD_STAGE, "member_0", REWARD_PRODUCER)}
-    base = load_model(run.profile, str(inputs["sft"]), num_labels=1, for_training=trainable)
-    return PeftModel.from_pretrained(base, str(inputs["reward"]), is_trainable=trainable)
+def load_value_model(run: RunContext):
+    """A value model initialised from the reward model (its body, head and LoRA), ready to train further."""
+    return load_reward_model(run, trainable=True)
 
 
 def make_ppo_trainer(cfg: PPOStageConfig, run: RunContext, callbacks: list[Callable[[dict], None]] | None = None) -> PPOTrainer:
@@ -351,8 +346,6 @@ def finish_ppo(trainer: PPOTrainer, cfg: PPOStageConfig, run: RunContext) -> Sta
     trainer.policy.save_pretrained(out / "adapter", safe_serialization=True)
     tok.save_pretrained(out / "adapter")
     with atomic_path(out / "merged") as tmp:
-        import copy
-
         copy.deepcopy(trainer.policy).merge_and_unload().save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
     trainer.value_model.save_pretrained(out / "value_model", safe_serialization=True)
@@ -383,5 +376,5 @@ def run_ppo(cfg: PPOStageConfig, run: RunContext, callbacks: list[Callable[[dict
         return StageResult(STAGE, out, load_stage_metrics(out), skipped=True)
     (out / MARKER).unlink(missing_ok=True)
     trainer = make_ppo_trainer(cfg, run, callbacks)
-    trainer.train(resume_from=last_ppo_checkpoint(out / "checkpoints") if cfg.resume else None)
+    trainer.train(resume_from=last_checkpoint(out / "checkpoints") if cfg.resume else None)
     return finish_ppo(trainer, cfg, run)

@@ -36,6 +36,7 @@ from .reward_config import RewardStageConfig
 
 STAGE = "reward"
 SFT_PRODUCER = "notebook 02_sft (run_sft)"
+PRODUCER = "notebook 03_reward_model (run_reward)"
 LENGTH_FILLER = " To add some further context, it is worth noting again that the points above are the main ones to keep in mind."
 
 
@@ -216,14 +217,22 @@ def _losses(trainer) -> list[float]:
     return [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
 
-def load_reward_model(run: RunContext, member: int = 0):
-    """The trained reward model (SFT model + reward head adapter), ready to score (``03b``)."""
+def load_reward_model(run: RunContext, member: int = 0, trainable: bool = False):
+    """The trained reward model (SFT model + reward head adapter), ready to score (``03b``).
+
+    Args:
+        run: the run whose reward stage trained it.
+        member: which ensemble member.
+        trainable: load its adapter and head for further training (PPO's value model starts here)
+            instead of frozen, in eval mode.
+    """
     from peft import PeftModel
 
     sft_dir = run.artifact("sft", "merged", SFT_PRODUCER)
-    adapter = run.artifact(STAGE, f"member_{member}", "notebook 03_reward_model (run_reward)")
-    base = load_model(run.profile, str(sft_dir), num_labels=1, for_training=False)
-    return PeftModel.from_pretrained(base, str(adapter)).eval()
+    adapter = run.artifact(STAGE, f"member_{member}", PRODUCER)
+    base = load_model(run.profile, str(sft_dir), num_labels=1, for_training=trainable)
+    model = PeftModel.from_pretrained(base, str(adapter), is_trainable=trainable)
+    return model if trainable else model.eval()
 
 
 def _inputs(cfg: RewardStageConfig, run: RunContext) -> dict[str, Path]:
