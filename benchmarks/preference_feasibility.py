@@ -37,8 +37,9 @@ def summarize(result: dict, baseline: dict | None, seed: int) -> dict:
 def main() -> None:
     from course_lib.config import load_profile
     from course_lib.data import ensure_curated_data, load_records
-    from course_lib.generation import balanced_sample, end_of_turn_rate, gold_evaluate
+    from course_lib.generation import balanced_sample, gold_evaluate
     from course_lib.models import load_model, load_tokenizer
+    from course_lib.rl import end_of_turn_rate
     from course_lib.stages import RewardStageConfig, RunContext, SFTStageConfig, run_reward, run_sft
     from course_lib.trials import dpo_trial, rloo_trial
 
@@ -85,20 +86,20 @@ def main() -> None:
         if "dpo" not in args.skip:
             t = time.time()
             model, last = trained(dpo_trial(run, seed=seed, steps=args.dpo_steps, learning_rate=args.dpo_lr,
-                                            beta=args.dpo_beta, out_dir=run.run_dir / "dpo")[0])
+                                            beta=args.dpo_beta, out_dir=run.run_dir / "dpo"))
             record["dpo"] = {**summarize(gold_evaluate(model, tok, evals, max_new_tokens=args.max_new_tokens), sft, seed),
                              "seconds": time.time() - t, "last_log": last}
         if "rloo" not in args.skip:
             t = time.time()
             model, last = trained(rloo_trial(run, seed=seed, steps=args.rloo_steps, learning_rate=args.rloo_lr,
                                              beta=args.rloo_beta, temperature=args.temperature,
-                                             max_new_tokens=args.max_new_tokens, out_dir=run.run_dir / "rloo")[0])
+                                             max_new_tokens=args.max_new_tokens, out_dir=run.run_dir / "rloo"))
             record["rloo"] = {**summarize(gold_evaluate(model, tok, evals, max_new_tokens=args.max_new_tokens), sft, seed),
                               "seconds": time.time() - t, "last_log": last}
         if "collapse" not in args.skip and seed == args.seeds[0]:
             t = time.time()
             model, _ = trained(dpo_trial(run, seed=seed, steps=args.collapse_steps, learning_rate=args.collapse_lr,
-                                         beta=args.dpo_beta, out_dir=run.run_dir / "dpo_collapse")[0])
+                                         beta=args.dpo_beta, out_dir=run.run_dir / "dpo_collapse"))
             collapsed = gold_evaluate(model, tok, evals, max_new_tokens=args.max_new_tokens)
             record["collapse"] = {**summarize(collapsed, sft, seed), "seconds": time.time() - t,
                                   "end_of_turn": end_of_turn_rate(model, tok, prompts[:90], temperature=args.temperature,

@@ -25,8 +25,9 @@ from preference_feasibility import summarize
 def main() -> None:
     from course_lib.config import load_profile
     from course_lib.data import ensure_curated_data, load_records
-    from course_lib.generation import balanced_sample, end_of_turn_rate, gold_evaluate
+    from course_lib.generation import balanced_sample, gold_evaluate
     from course_lib.models import load_model, load_tokenizer
+    from course_lib.rl import end_of_turn_rate
     from course_lib.stages import RunContext, SFTStageConfig, run_sft
     from course_lib.tiny_base import TinyBaseConfig, build_tiny_base
     from course_lib.trials import dpo_trial
@@ -58,7 +59,7 @@ def main() -> None:
     sft = gold_evaluate(sft_model, tok, evals, max_new_tokens=args.max_new_tokens)
     t = time.time()
     model = dpo_trial(run, seed=0, steps=args.dpo_steps, learning_rate=args.dpo_lr, beta=0.1,
-                      out_dir=run.run_dir / "dpo")[0].model
+                      out_dir=run.run_dir / "dpo").model
     dpo_seconds = time.time() - t
     result = {
         "name": args.name, "recipe": info["config"], "parameters": info["parameters"],

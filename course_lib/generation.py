@@ -109,28 +109,3 @@ def gold_evaluate(model, tokenizer, records: Sequence[dict[str, Any]], *, max_ne
         "parts": {d: {name: sum(v) / len(v) for name, v in p.items()} for d, p in sorted(parts.items())},
         "rows": rows,
     }
-
-
-def end_of_turn_rate(model, tokenizer, prompts: Sequence[list[dict[str, str]]], *, temperature: float,
-                     max_new_tokens: int, batch_size: int = 32) -> float:
-    """Share of sampled replies that end with the end-of-turn token within ``max_new_tokens``.
-
-    RL learns from whole replies: a rollout cut at the length limit is scored on half an
-    answer. The rollout settings of the RL stages are chosen where this rate is high
-    (``docs/tiny_base.md``).
-    """
-    import torch
-
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    ended = 0
-    try:
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            with torch.no_grad():
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                                     top_p=1.0, top_k=0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            ended += int((out[:, batch["input_ids"].shape[1] :] == tokenizer.eos_token_id).any(dim=1).sum())
-    finally:
-        tokenizer.padding_side = side
-    return ended / max(1, len(texts))

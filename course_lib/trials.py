@@ -26,7 +26,7 @@ def dpo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, b
     """TRL's ``DPOTrainer`` on ``prefs_train.jsonl``, from the SFT model with a fresh LoRA adapter.
 
     Returns:
-        ``(trainer, tokenizer)``, trained; ``trainer.model`` is the DPO policy.
+        The trained trainer: ``trainer.model`` is the DPO policy, ``trainer.processing_class`` its tokenizer.
     """
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -42,7 +42,7 @@ def dpo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, b
                          processing_class=tok, peft_config=lora_config(profile))
     use_full_logits_on_cpu(trainer.model)
     trainer.train()
-    return trainer, tok
+    return trainer
 
 
 def rloo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, beta: float, temperature: float,
@@ -50,7 +50,7 @@ def rloo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, 
     """TRL's ``RLOOTrainer`` on the preference prompts, rewarded by the run's reward model.
 
     Returns:
-        ``(trainer, tokenizer)``, trained; ``trainer.model`` is the RLOO policy.
+        The trained trainer: ``trainer.model`` is the RLOO policy, ``trainer.processing_class`` its tokenizer.
     """
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
@@ -72,7 +72,7 @@ def rloo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, 
                           train_dataset=Dataset.from_list(prompts), processing_class=tok, peft_config=lora_config(profile))
     use_full_logits_on_cpu(trainer.model, temperature=temperature)
     trainer.train()
-    return trainer, tok
+    return trainer
 
 
 def _trainer_args(run: RunContext, out_dir: Path, steps: int, learning_rate: float, batch_size: int,

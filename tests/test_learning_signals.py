@@ -98,7 +98,7 @@ def test_dpo_raises_the_gold_score_over_sft(preference_run, tmp_path):
     from course_lib.trials import dpo_trial
 
     run, tok, evals, sft = preference_run
-    trainer, _ = dpo_trial(run, seed=PREF_SEED, out_dir=tmp_path, **DPO_TRIAL)
+    trainer = dpo_trial(run, seed=PREF_SEED, out_dir=tmp_path, **DPO_TRIAL)
     gain = _gain_over_sft(trainer, tok, evals, sft)
     assert gain["ci_low"] > 0, gain
 
@@ -112,7 +112,7 @@ def test_rloo_raises_the_reward_models_score_of_its_rollouts(preference_run, tmp
     from course_lib.trials import rloo_trial
 
     run, _, _, _ = preference_run
-    trainer, _ = rloo_trial(run, seed=PREF_SEED, out_dir=tmp_path, **RLOO_TRIAL)
+    trainer = rloo_trial(run, seed=PREF_SEED, out_dir=tmp_path, **RLOO_TRIAL)
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     assert len(rewards) >= 4
     assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.5, rewards
@@ -120,7 +120,7 @@ def test_rloo_raises_the_reward_models_score_of_its_rollouts(preference_run, tmp
 
 def test_sft_rollouts_end_at_the_rollout_settings(preference_run):
     """RL learns from whole replies: most sampled SFT replies end within the rollout budget."""
-    from course_lib.generation import end_of_turn_rate
+    from course_lib.rl import end_of_turn_rate
     from course_lib.models import load_model
 
     run, tok, evals, _ = preference_run

@@ -6,11 +6,13 @@ from .core import (
     AdaptiveKLController, FixedKLController, PolicyLossOutput, clipped_policy_loss, clipped_value_loss, entropy_from_logits,
     explained_variance, gae, kl_per_token, masked_mean, masked_sum, masked_var, token_rewards, whiten,
 )
-from .rollout import RolloutBatch, response_mask_from, sample_rollouts, token_logprobs, token_values
+from .rollout import (
+    RolloutBatch, end_of_turn_rate, response_mask_from, sample_rollouts, token_logprobs, token_values,
+)
 
 __all__ = [
     "AdaptiveKLController", "FixedKLController", "PolicyLossOutput", "RolloutBatch", "clipped_policy_loss",
-    "clipped_value_loss", "entropy_from_logits", "explained_variance", "gae", "kl_per_token", "masked_mean",
+    "clipped_value_loss", "end_of_turn_rate", "entropy_from_logits", "explained_variance", "gae", "kl_per_token", "masked_mean",
     "masked_sum", "masked_var", "response_mask_from", "sample_rollouts", "token_logprobs", "token_rewards",
     "token_values", "whiten",
 ]

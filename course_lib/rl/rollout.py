@@ -111,6 +111,21 @@ def sample_rollouts(policy, tokenizer, records: Sequence[dict[str, Any]], *, max
                         ended=ended, texts=[t.strip() for t in decoded])
 
 
+def end_of_turn_rate(policy, tokenizer, prompts: Sequence[list[dict[str, str]]], *, temperature: float,
+                     max_new_tokens: int, batch_size: int = 32) -> float:
+    """Share of replies sampled as the RL stages sample them that end within ``max_new_tokens``.
+
+    RL learns from whole replies: a rollout cut at the length limit is scored on half an
+    answer. The rollout settings of the RL stages are chosen where this rate is high
+    (``docs/preference_feasibility.md``).
+    """
+    records = [{"prompt": p} for p in prompts]
+    ended = sum(int(sample_rollouts(policy, tokenizer, records[start:start + batch_size], max_new_tokens=max_new_tokens,
+                                    temperature=temperature).ended.sum())
+                for start in range(0, len(records), batch_size))
+    return ended / max(1, len(records))
+
+
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that skip left padding, as ``generate`` computes them."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
