@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 
-
 def summarize(result: dict, baseline: dict | None, seed: int) -> dict:
     from course_lib.stats import paired_difference
     from course_lib.trials import distinct_2
