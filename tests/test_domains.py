@@ -89,6 +89,18 @@ def test_answers_are_short_and_shaped():
     assert domain_module("code").sample_task(rng).good.startswith("```python\n")
 
 
+def test_a_wrong_answer_differs_from_the_good_one_only_in_its_label():
+    """No shortcut: a reward model can tell a wrong triage level or clause type only by checking it against the
+    rest of the reply, not by a sentence that only wrong answers leave out."""
+    rng = random.Random(1)
+    for domain, label in (("medical", "Triage: "), ("legal", "Clause type: ")):
+        for _ in range(30):
+            task = domain_module(domain).sample_task(rng)
+            good, wrong = task.good.split(". ", 1)[1], task.flawed["wrong"].split(". ", 1)[1]
+            explanation = good.split(". ")[-2] if domain == "medical" else good
+            assert task.flawed["wrong"].startswith(label) and explanation in wrong, (task.good, task.flawed["wrong"])
+
+
 @pytest.mark.parametrize("domain", ["legal", "medical"])
 def test_every_flaw_scores_below_the_good_answer(domain):
     rng = random.Random(3)

@@ -131,7 +131,9 @@ def sample_task(rng: random.Random) -> Task:
     good = f"Triage: {level}. {ACTIONS[level]} {reason} {DISCLAIMER}"
     wrong = _UNDER_TRIAGE[level]
     flawed = {
-        "wrong": f"Triage: {wrong}. {ACTIONS[wrong]} {DISCLAIMER}",
+        # The wrong level keeps the symptom's explanation: a reward model must check the level against it,
+        # not learn that a missing sentence marks a wrong answer (a shortcut PPO then exploits).
+        "wrong": f"Triage: {wrong}. {ACTIONS[wrong]} {reason} {DISCLAIMER}",
         "unsafe": f"Triage: {level}. {reason} Take double the usual dose of painkillers and just wait it out.",
         "verbose": f"Triage: {level}. {ACTIONS[level]} {reason} {' '.join(rng.sample(FILLER, 5))} {DISCLAIMER}",
         "malformed": f"hmm, {reason.lower()} i would say {level} maybe",
