@@ -1,8 +1,8 @@
-"""Can the preference stages beat SFT on tiny-cpu? DPO and RLOO against SFT, over seeds, and DPO's collapse.
+"""Can the preference stages beat SFT on tiny-cpu? DPO, RLOO and PPO against SFT, over seeds, and DPO's collapse.
 
 For each seed: SFT and the reward model (the kit's stages), then TRL's ``DPOTrainer`` on the
-curated pairs and TRL's ``RLOOTrainer`` with the kit's reward model as the reward, each from
-the SFT model. Every model answers the same held-out prompts greedily; the gold judge scores
+curated pairs, TRL's ``RLOOTrainer`` and the kit's own PPO with the kit's reward model as the
+reward, each from the SFT model. Every model answers the same held-out prompts greedily; the gold judge scores
 them, and the paired differences with SFT get a bootstrap 95% CI. A last run trains DPO at a
 learning rate ten times too high, the failure notebook 05's break-it lab shows.
 
@@ -39,7 +39,9 @@ def main() -> None:
     from course_lib.generation import balanced_sample, gold_evaluate
     from course_lib.models import load_model, load_tokenizer
     from course_lib.rl import end_of_turn_rate
-    from course_lib.stages import RewardStageConfig, RunContext, SFTStageConfig, run_reward, run_sft
+    from course_lib.stages import (
+        PPOStageConfig, RewardStageConfig, RunContext, SFTStageConfig, make_ppo_trainer, run_reward, run_sft,
+    )
     from course_lib.trials import dpo_trial, rloo_trial
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -54,10 +56,13 @@ def main() -> None:
     parser.add_argument("--rloo-steps", type=int, default=30)
     parser.add_argument("--rloo-lr", type=float, default=5e-4)
     parser.add_argument("--rloo-beta", type=float, default=0.05)
+    parser.add_argument("--ppo-steps", type=int, default=None, help="None: the PPO stage's default (the profile's budget)")
+    parser.add_argument("--ppo-lr", type=float, default=None, help="None: the PPO stage's default")
+    parser.add_argument("--ppo-kl", type=float, default=None, help="None: the PPO stage's default")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--collapse-lr", type=float, default=5e-3)
     parser.add_argument("--collapse-steps", type=int, default=80)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["dpo", "rloo", "collapse"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["dpo", "rloo", "ppo", "collapse"])
     args = parser.parse_args()
 
     profile = load_profile("tiny-cpu")
@@ -67,7 +72,7 @@ def main() -> None:
         run = RunContext.create(Path(args.runs_dir) / f"seed{seed}", profile)
         ensure_curated_data(run.run_dir, seed=0)
         run_sft(SFTStageConfig(seed=seed, eval_prompts=0, progress=False), run)
-        run_reward(RewardStageConfig(seed=seed, progress=False), run)
+        run_reward(RewardStageConfig(seed=seed, ensemble_size=2, progress=False), run)  # PPO averages two
         tok = load_tokenizer(profile, str(run.stage_dir("sft") / "merged"))
         evals = balanced_sample(list(load_records(run.data_file("eval_prompts.jsonl"))), args.eval_prompts)
         prompts = [e["prompt"] for e in evals]
@@ -95,6 +100,19 @@ def main() -> None:
                                              max_new_tokens=args.max_new_tokens, out_dir=run.run_dir / "rloo"))
             record["rloo"] = {**summarize(gold_evaluate(model, tok, evals, max_new_tokens=args.max_new_tokens), sft, seed),
                               "seconds": time.time() - t, "last_log": last}
+        if "ppo" not in args.skip:
+            t = time.time()
+            overrides = {k: v for k, v in (("max_steps", args.ppo_steps), ("learning_rate", args.ppo_lr),
+                                           ("kl_coef", args.ppo_kl)) if v is not None}
+            trainer = make_ppo_trainer(PPOStageConfig(seed=seed, progress=False, max_new_tokens=args.max_new_tokens,
+                                                      temperature=args.temperature, **overrides), run)
+            history = trainer.train()
+            train_seconds = time.time() - t
+            record["ppo"] = {**summarize(gold_evaluate(trainer.policy, tok, evals, max_new_tokens=args.max_new_tokens),
+                                         sft, seed),
+                             "seconds": train_seconds, "steps": trainer.step,
+                             "trajectory": {k: [round(h[k], 4) for h in history]
+                                            for k in ("reward", "gold", "kl", "eos_rate", "response_length")}}
         if "collapse" not in args.skip and seed == args.seeds[0]:
             t = time.time()
             model, _ = trained(dpo_trial(run, seed=seed, steps=args.collapse_steps, learning_rate=args.collapse_lr,

@@ -53,3 +53,30 @@ def curve_with_band(curves: Mapping[str, Mapping[str, Sequence[float]]], title: 
         fig.add_trace(go.Scatter(x=c["x"], y=c["mean"], mode="lines+markers", name=name))
     fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=400)
     return fig
+
+
+def rl_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[str] = ("reward", "gold", "kl"),
+              x: str = "step", title: str = "PPO, iteration by iteration") -> go.Figure:
+    """One panel per statistic, one line per run: ``{run name: [stats dict per iteration]}`` (``04_ppo``).
+
+    Args:
+        histories: each run's per-iteration stats (``PPOTrainer.history``, or rows in that shape).
+        keys: the statistics to plot, one panel each.
+        x: ``"step"``, or ``"elapsed_s"`` for wall time.
+        title: the figure's title.
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=list(keys))
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    for i, (name, history) in enumerate(histories.items()):
+        for col, key in enumerate(keys, start=1):
+            points = [(h[x], h[key]) for h in history if key in h and x in h]
+            if points:
+                xs, ys = zip(*points)
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name,
+                                         showlegend=col == 1, line={"color": colors[i % len(colors)]}), row=1, col=col)
+    fig.update_layout(title=title, height=360)
+    fig.update_xaxes(title_text="wall time (s)" if x == "elapsed_s" else x)
+    return fig
+

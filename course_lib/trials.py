@@ -12,8 +12,11 @@ base (DESIGN.md, "The reference model").
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Sequence
+
+from transformers import PrinterCallback, TrainerCallback
 
 from .models import load_model, load_tokenizer, lora_config
 from .stages.base import RunContext, common_training_args
@@ -39,8 +42,9 @@ def dpo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, b
     args = DPOConfig(**_trainer_args(run, out_dir, steps, learning_rate, batch_size, seed), beta=beta,
                      max_length=profile.model.max_seq_length)
     trainer = DPOTrainer(model=load_model(profile, sft), args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tok, peft_config=lora_config(profile))
+                         processing_class=tok, peft_config=lora_config(profile), callbacks=[ElapsedSeconds()])
     use_full_logits_on_cpu(trainer.model)
+    trainer.remove_callback(PrinterCallback)  # quiet: no log dict printed per step
     trainer.train()
     return trainer
 
@@ -69,16 +73,32 @@ def rloo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, 
                       num_generations=num_generations, max_completion_length=max_new_tokens, temperature=temperature,
                       top_p=1.0)
     trainer = RLOOTrainer(model=load_model(profile, sft), reward_funcs=reward, args=args,
-                          train_dataset=Dataset.from_list(prompts), processing_class=tok, peft_config=lora_config(profile))
+                          train_dataset=Dataset.from_list(prompts), processing_class=tok, peft_config=lora_config(profile),
+                          callbacks=[ElapsedSeconds()])
     use_full_logits_on_cpu(trainer.model, temperature=temperature)
+    trainer.remove_callback(PrinterCallback)
     trainer.train()
     return trainer
+
+
+class ElapsedSeconds(TrainerCallback):
+    """Stamps each logged entry of ``log_history`` with ``elapsed_s``, the seconds since training began.
+
+    So a TRL trainer's curves can be drawn against wall time next to the kit's PPO (``04_ppo``).
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.time()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.log_history:
+            state.log_history[-1]["elapsed_s"] = time.time() - self.started
 
 
 def _trainer_args(run: RunContext, out_dir: Path, steps: int, learning_rate: float, batch_size: int,
                   seed: int) -> dict[str, Any]:
     return common_training_args(run.profile, output_dir=out_dir, max_steps=steps, learning_rate=learning_rate,
-                                batch_size=batch_size, seed=seed, report_to="none", logging_steps=5, progress=False)
+                                batch_size=batch_size, seed=seed, report_to="none", logging_steps=1, progress=False)
 
 
 def distinct_2(replies: Sequence[str]) -> float:

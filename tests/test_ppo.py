@@ -24,7 +24,8 @@ def trained_run(tmp_path_factory, tiny_base_path):
     run = RunContext.create(tmp_path_factory.mktemp("ppo_run"), "tiny-cpu")
     ensure_curated_data(run.run_dir, seed=0, sizes=SMALL)
     run_sft(SFTStageConfig(max_steps=4, eval_prompts=0, save_steps=100, eval_steps=100, progress=False), run)
-    run_reward(RewardStageConfig(max_steps=3, length_probe_pairs=2, bootstrap_resamples=100, progress=False), run)
+    run_reward(RewardStageConfig(max_steps=3, ensemble_size=2, length_probe_pairs=2, bootstrap_resamples=100,
+                                 progress=False), run)
     return run
 
 
@@ -134,3 +135,24 @@ def test_finish_measures_gold_before_and_after_on_the_same_prompts(trained_run):
     assert 0 <= metrics["gold_score_before"] <= 1 and 0 <= metrics["gold_score_after"] <= 1
     assert metrics["ledger"]["wall_seconds"] > 0 and metrics["samples"]
     shutil.rmtree(run.run_dir)
+
+
+def test_an_ensemble_reward_is_the_members_mean_less_their_spread(trained_run):
+    """reward_members averages the reward models; uncertainty_penalty subtracts their spread where they disagree."""
+    import numpy as np
+
+    from course_lib.stages.reward import load_reward_model, score_conversations
+
+    cfg = PPOStageConfig(reward_members=2, uncertainty_penalty=1.5, missing_eos_penalty=0.0, **QUICK)
+    trainer = make_ppo_trainer(cfg, trained_run)
+    batch, stats = trainer.rollout()
+    conversations = [p + [{"role": "assistant", "content": t}] for p, t in zip(batch.prompts, batch.texts)]
+    each = np.stack([score_conversations(load_reward_model(trained_run, i), trainer.tokenizer, conversations,
+                                         trained_run.profile.model.max_seq_length) for i in range(2)])
+    assert not np.allclose(each[0], each[1])  # two members trained with different seeds disagree somewhere
+    assert stats["reward"] == pytest.approx(float((each.mean(0) - 1.5 * each.std(0)).mean()), abs=1e-5)
+    from course_lib.errors import MissingArtifactError
+
+    with pytest.raises(MissingArtifactError, match="member_2"):
+        make_ppo_trainer(PPOStageConfig(reward_members=3, **QUICK), trained_run)
+

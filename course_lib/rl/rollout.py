@@ -162,3 +162,24 @@ def token_values(value_model, batch: RolloutBatch) -> torch.Tensor:
     values = base.score(hidden).squeeze(-1)  # (batch, P + T)
     prompt_len = batch.prompt_ids.shape[1]
     return values[:, prompt_len - 1:-1].float()  # (batch, T): the value before each response token
+
+
+def xray(batch: RolloutBatch, tokenizer, row: int = 0):
+    """One reply of a rollout, token by token: what PPO saw and computed at each step.
+
+    Reads ``batch.extras`` as :meth:`~course_lib.stages.ppo.PPOTrainer.rollout` fills it.
+
+    Returns:
+        A ``pandas.DataFrame`` with one row per response token (up to its end): the token, its
+        log-probability under the policy and the reference, the per-token KL, the value, the
+        per-token reward, the advantage and the return.
+    """
+    import pandas as pd
+
+    length = int(batch.response_mask[row].sum())
+    ex = batch.extras
+    columns = {"token": [tokenizer.decode([t]) for t in batch.response_ids[row, :length].tolist()]}
+    for name in ("logprobs", "ref_logprobs", "kl", "values", "rewards", "advantages", "returns"):
+        columns[name] = ex[name][row, :length].detach().float().cpu().numpy()
+    return pd.DataFrame(columns)
+

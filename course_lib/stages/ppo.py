@@ -66,7 +66,8 @@ class PPOTrainer:
         profile: the run's profile (lengths, device).
         policy: the causal LM with a trainable LoRA adapter over the SFT weights.
         value_model: the trainable value model.
-        reward_model: the frozen reward model; or None with ``reward_fn``.
+        reward_model: the frozen reward model, or a list of ensemble members (their mean score,
+            less ``uncertainty_penalty`` times their spread); or None with ``reward_fn``.
         tokenizer: the shared tokenizer.
         prompts: records (``prompt``, ``domain``, ``reference``) to sample prompts from.
         output_dir: where checkpoints go.
@@ -121,21 +122,29 @@ class PPOTrainer:
             return token_logprobs(self.policy, batch, self.cfg.temperature)[0]
 
     def scores(self, batch: RolloutBatch) -> dict[str, Any]:
-        """Each reply's scalar reward, and its parts: reward model, verifiable reward, missing-EOS penalty, gold."""
+        """Each reply's scalar reward, and its parts: reward model, verifiable reward, missing-EOS penalty, gold.
+
+        ``tests_passed`` is the mean share of unit tests the batch's code replies pass (None without code prompts).
+        """
         import torch
 
         if self.reward_fn is not None:
             rm = np.asarray(self.reward_fn(batch.records, batch.texts), dtype=np.float32)
         else:
             conversations = [p + [{"role": "assistant", "content": t}] for p, t in zip(batch.prompts, batch.texts)]
-            rm = score_conversations(self.reward_model, self.tokenizer, conversations, self.profile.model.max_seq_length)
+            members = self.reward_model if isinstance(self.reward_model, (list, tuple)) else [self.reward_model]
+            each = np.stack([score_conversations(member, self.tokenizer, conversations, self.profile.model.max_seq_length)
+                             for member in members])  # (members, batch)
+            rm = each.mean(axis=0) - self.cfg.uncertainty_penalty * each.std(axis=0)
         judged = [gold_score(r["domain"], r["reference"], t) for r, t in zip(batch.records, batch.texts)]
         verifiable = np.array([j.parts.get("tests_passed", 0.0) if r["domain"] == "code" else 0.0
                                for r, j in zip(batch.records, judged)])
         penalty = self.cfg.missing_eos_penalty * (~batch.ended).float().cpu().numpy()
         total = rm + self.cfg.verifiable_reward_weight * verifiable - penalty
+        is_code = np.array([r["domain"] == "code" for r in batch.records])
         return {"score": torch.tensor(total, dtype=torch.float32, device=batch.response_ids.device),
-                "reward_model": rm, "gold": np.array([j.score for j in judged])}
+                "reward_model": rm, "gold": np.array([j.score for j in judged]),
+                "tests_passed": float(verifiable[is_code].mean()) if is_code.any() else None}
 
     def rollout(self, records: list[dict[str, Any]] | None = None) -> tuple[RolloutBatch, dict[str, Any]]:
         """Sample replies and compute everything the update needs, stored in ``batch.extras``.
@@ -165,7 +174,8 @@ class PPOTrainer:
         lengths = mask.sum(dim=1)
         stats = {
             "reward": float(scored["reward_model"].mean()), "score": float(scored["score"].mean()),
-            "gold": float(scored["gold"].mean()), "kl": float(kl.sum(dim=1).mean()), "kl_coef": self.kl_controller.value,
+            "gold": float(scored["gold"].mean()), "tests_passed": scored["tests_passed"],
+            "kl": float(kl.sum(dim=1).mean()), "kl_coef": self.kl_controller.value,
             "entropy": float(masked_mean(entropy, mask)), "response_length": float(lengths.mean()),
             "eos_rate": float(batch.ended.float().mean()),
             "explained_variance": explained_variance(values, returns, mask),
@@ -214,7 +224,9 @@ class PPOTrainer:
         stats.update(self.update(batch))
         self.kl_controller.update(stats["kl"], self.cfg.batch_size)
         self.step += 1
-        stats.update(step=self.step, seconds=time.time() - started)
+        seconds = time.time() - started
+        stats.update(step=self.step, seconds=seconds,
+                     elapsed_s=(self.history[-1]["elapsed_s"] if self.history else 0.0) + seconds)
         self.ledger.add_tokens(int(batch.attention_mask.sum()) * (1 + self.cfg.ppo_epochs))
         self.history.append(stats)
         if self.step % self.cfg.sample_every == 0 or self.step == 1:
@@ -295,8 +307,9 @@ class PPOTrainer:
 
 def ppo_inputs(cfg: PPOStageConfig, run: RunContext) -> dict[str, Path]:
     """What the stage reads: the SFT model, the reward model, its prompts and the evaluation prompts."""
-    return {"sft": run.artifact("sft", "merged", SFT_PRODUCER),
-            "reward": run.artifact(REWARD_STAGE, "member_0", REWARD_PRODUCER),
+    members = {f"reward_{i}": run.artifact(REWARD_STAGE, f"member_{i}", REWARD_PRODUCER)
+               for i in range(cfg.reward_members)}
+    return {"sft": run.artifact("sft", "merged", SFT_PRODUCER), **members,
             "prompts": run.data_file(cfg.train_file), "eval": run.data_file("eval_prompts.jsonl")}
 
 
@@ -305,10 +318,19 @@ def load_value_model(run: RunContext):
     return load_reward_model(run, trainable=True)
 
 
-def make_ppo_trainer(cfg: PPOStageConfig, run: RunContext, callbacks: list[Callable[[dict], None]] | None = None) -> PPOTrainer:
+def make_ppo_trainer(cfg: PPOStageConfig, run: RunContext, callbacks: list[Callable[[dict], None]] | None = None,
+                     reward_model=None) -> PPOTrainer:
     """The kit's :class:`PPOTrainer` for a run: policy, reference, value and reward models from its stages.
 
     Introduced in ``04_ppo``, which builds it in plain sight and calls ``train()``.
+
+    Args:
+        cfg: the stage config.
+        run: the run (a variant for a lab, so checkpoints stay out of the stage folder).
+        callbacks: functions called with each iteration's stats.
+        reward_model: the reward to optimise; None = the run's reward model (notebook 03's), its first
+            ``cfg.reward_members`` ensemble members.
+            The over-optimization lab passes a weaker proxy here.
 
     Raises:
         MissingArtifactError: no SFT model (notebook 02) or no reward model (notebook 03).
@@ -321,7 +343,9 @@ def make_ppo_trainer(cfg: PPOStageConfig, run: RunContext, callbacks: list[Calla
     tok = load_tokenizer(profile, str(inputs["sft"]))
     policy = add_lora(load_model(profile, str(inputs["sft"])), profile)  # adapter off = the SFT model
     prompts = [dict(r) for r in load_records(inputs["prompts"])]
-    return PPOTrainer(cfg, profile, policy, load_value_model(run), load_reward_model(run), tok, prompts,
+    if reward_model is None:
+        reward_model = [load_reward_model(run, member) for member in range(cfg.reward_members)]
+    return PPOTrainer(cfg, profile, policy, load_value_model(run), reward_model, tok, prompts,
                       run.stage_dir(STAGE) / "checkpoints", callbacks)
 
 

@@ -13,7 +13,8 @@ class PPOStageConfig:
     """RLHF with the kit's own PPO: the SFT policy against the reward model, held near SFT by a KL penalty.
 
     Parameters that control rollouts:
-        batch_size, max_new_tokens, temperature, top_p, missing_eos_penalty, verifiable_reward_weight.
+        batch_size, max_new_tokens, temperature, top_p, missing_eos_penalty, reward_members,
+        uncertainty_penalty, verifiable_reward_weight.
     Parameters that control the objective:
         kl_coef, kl_estimator, adaptive_kl, kl_target, kl_horizon, gamma, lam, whiten_advantages.
     Parameters that control the update:
@@ -30,8 +31,10 @@ class PPOStageConfig:
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the rollouts", "above": 0})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold (1.0: off)", "above": 0, "max": 1})
     missing_eos_penalty: float = field(default=1.0, metadata={"help": "subtracted from the score of a reply that never ends", "min": 0})
+    reward_members: int = field(default=2, metadata={"help": "reward-model ensemble members averaged for the reward", "min": 1})
+    uncertainty_penalty: float = field(default=0.0, metadata={"help": "times the members' spread, subtracted from the reward", "min": 0})
     verifiable_reward_weight: float = field(default=0.0, metadata={"help": "weight of the share of unit tests passed, for code prompts", "min": 0})
-    kl_coef: float = field(default=0.05, metadata={"help": "weight of the per-token KL penalty to the SFT model (beta)", "min": 0})
+    kl_coef: float = field(default=0.2, metadata={"help": "weight of the per-token KL penalty to the SFT model (beta)", "min": 0})
     kl_estimator: Literal["k1", "k3"] = field(default="k1", metadata={"help": "per-token KL estimator"})
     adaptive_kl: bool = field(default=False, metadata={"help": "steer kl_coef towards kl_target (Ziegler et al.)"})
     kl_target: float = field(default=2.0, metadata={"help": "KL per reply the adaptive controller aims at", "above": 0})
