@@ -133,7 +133,8 @@ def test_whole_track_runs_headless(tmp_path):
            "--param", "N_PER_DOMAIN=60",
            "--param", "EVAL_PROMPTS=15", "--param", "LABEL_PAIRS=12", "--param", "CURVE_LABELS=20,40",
            "--param", "CURVE_SEEDS=1", "--param", "CURVE_STEPS=6", "--param", "EXERCISE_STEPS=3",
-           "--param", "PRETRAIN_STEPS=5", "--param", "ENSEMBLE_SIZE=2"]
+           "--param", "PRETRAIN_STEPS=5", "--param", "ENSEMBLE_SIZE=2",
+           "--param", "LAB_STEPS=2", "--param", "LAB_BATCH=4", "--param", "PROXY_PAIRS=8", "--param", "RLOO_STEPS=2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     run_dir = runs / "ci"
@@ -166,6 +167,11 @@ def test_whole_track_runs_headless(tmp_path):
     assert sft["masked_loss_by_hand_diff"] < 1e-5 and sft["lora_update_max_diff"] < 1e-5
     assert 0 <= reward["accuracy"] <= 1 and reward["bt_loss_difference"] < 1e-5
     assert set(limits["label_curve"]) == {"random", "uncertainty"}
+    ppo = metrics["04_ppo"]
+    assert ppo["steps"] == 4 and ppo["reference_kl_at_start"] < 1e-3
+    assert max(ppo["kl_by_hand_diff"], ppo["gae_by_hand_diff"], ppo["policy_loss_by_hand_diff"]) < 1e-4
+    assert {"mean", "ci_low", "ci_high"} <= set(ppo["gold_gain"]) and ppo["rloo"]["steps"] == 2
+    assert (run_dir / "ppo" / "value_model" / "adapter_model.safetensors").is_file()
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
     state = json.loads((run_dir / "track_state.json").read_text())
     assert all(s["status"] == "done" for s in state["notebooks"].values())
