@@ -57,8 +57,8 @@ def test_reward_model_accuracy_against_gold_is_well_above_chance(trained):
     assert reward["accuracy_ci_low"] > 0.5
 
 
-# --- The preference stages from the track's SFT model (issue 9): DPO wins, RLOO learns its reward ---
-# One seed here (about 8 minutes of CI); benchmarks/preference_feasibility.py measures three
+# --- The preference stages from the track's SFT model (issues 9, 10): DPO and PPO win, RLOO learns its reward ---
+# One seed here (about 11 minutes of CI); benchmarks/preference_feasibility.py measures three
 # (docs/preference_feasibility.md). The SFT and reward stages run at the track's budgets, so the
 # preference stages start from the SFT model the track really gives.
 PREF_SEED, PREF_EVAL_PROMPTS = 0, 150
@@ -77,7 +77,7 @@ def preference_run(curated, tmp_path_factory):
     shutil.copytree(curated, run_dir / "data")
     run = RunContext.create(run_dir, "tiny-cpu")
     run_sft(SFTStageConfig(seed=PREF_SEED, eval_prompts=0, progress=False), run)
-    run_reward(RewardStageConfig(seed=PREF_SEED, progress=False), run)
+    run_reward(RewardStageConfig(seed=PREF_SEED, ensemble_size=2, progress=False), run)  # PPO's reward: their mean
     merged = str(run.stage_dir("sft") / "merged")
     tok = load_tokenizer(run.profile, merged)
     evals = balanced_sample(list(load_records(run.data_file("eval_prompts.jsonl"))), PREF_EVAL_PROMPTS)
@@ -85,29 +85,29 @@ def preference_run(curated, tmp_path_factory):
     return run, tok, evals, sft
 
 
-def _gain_over_sft(trainer, tok, evals, sft) -> dict:
+def _gain_over_sft(model, tok, evals, sft) -> dict:
     from course_lib.generation import gold_evaluate
     from course_lib.stats import paired_difference
 
-    after = gold_evaluate(trainer.model, tok, evals, max_new_tokens=ROLLOUT_TOKENS)
+    after = gold_evaluate(model, tok, evals, max_new_tokens=ROLLOUT_TOKENS)
     return paired_difference([r["score"] for r in after["rows"]], [r["score"] for r in sft["rows"]], seed=PREF_SEED)
 
 
 def test_dpo_raises_the_gold_score_over_sft(preference_run, tmp_path):
-    """Measured on three seeds: +0.07 to +0.08, every CI above zero (docs/preference_feasibility.md)."""
+    """Measured on three seeds: +0.05 to +0.07, every CI above zero (docs/preference_feasibility.md)."""
     from course_lib.trials import dpo_trial
 
     run, tok, evals, sft = preference_run
     trainer = dpo_trial(run, seed=PREF_SEED, out_dir=tmp_path, **DPO_TRIAL)
-    gain = _gain_over_sft(trainer, tok, evals, sft)
+    gain = _gain_over_sft(trainer.model, tok, evals, sft)
     assert gain["ci_low"] > 0, gain
 
 
 def test_rloo_raises_the_reward_models_score_of_its_rollouts(preference_run, tmp_path):
-    """RLOO learns what the reward model asks for (measured: -1.1 to -0.0 over 30 steps, seed 0).
+    """RLOO learns what the reward model asks for.
 
-    It does not yet raise the gold score: the policy also learns the reward model's blind spot
-    (over-triage, broken functions) and trades correctness for format (docs/preference_feasibility.md).
+    Its gold gain is positive on one seed of three: the policy also lets what the reward model checks
+    loosely (the triage level) drift, and trades correctness for format (docs/preference_feasibility.md).
     """
     from course_lib.trials import rloo_trial
 
@@ -116,6 +116,22 @@ def test_rloo_raises_the_reward_models_score_of_its_rollouts(preference_run, tmp
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]  # one per step
     assert len(rewards) == RLOO_TRIAL["steps"]
     assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.5, rewards
+
+
+def test_ppo_raises_the_gold_score_over_sft_at_bounded_kl(preference_run):
+    """The kit's PPO at the stage's defaults (tiny-cpu: 30 iterations). Measured on three seeds: gains of
+    +0.04 to +0.05, every CI above zero, KL about 2 nats per reply (docs/preference_feasibility.md). Asserted
+    with a margin: the mean gain is positive, the reward models' score rises, the KL stays bounded."""
+    from course_lib.stages import PPOStageConfig, make_ppo_trainer
+
+    run, tok, evals, sft = preference_run
+    trainer = make_ppo_trainer(PPOStageConfig(seed=PREF_SEED, progress=False), run.variant("ppo"))
+    history = trainer.train()
+    gain = _gain_over_sft(trainer.policy, tok, evals, sft)
+    assert gain["mean"] > 0.01, gain
+    rewards = [h["reward"] for h in history]
+    assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 1.0, rewards
+    assert sum(h["kl"] for h in history[-5:]) / 5 < 4.0, [h["kl"] for h in history]
 
 
 def test_sft_rollouts_end_at_the_rollout_settings(preference_run):

@@ -57,6 +57,13 @@ def test_the_reference_is_the_sft_model_not_the_bare_base(trained_run, tiny_base
     assert not torch.allclose(reference[mask], base_logprobs[mask], atol=1e-2)
     # At the first rollout the fresh adapter is a no-op: the policy is still the SFT model, so KL is zero.
     assert torch.allclose(batch.extras["kl"], torch.zeros_like(batch.extras["kl"]), atol=1e-4)
+    # The x-ray shows one row per real token of the reply, with every quantity PPO computed for it.
+    from course_lib.rl import xray
+
+    table = xray(batch, trainer.tokenizer, row=0)
+    assert len(table) == int(batch.response_mask[0].sum())
+    assert list(table.columns) == ["token", "logprobs", "ref_logprobs", "kl", "values", "rewards", "advantages", "returns"]
+    assert table["advantages"].tolist() == pytest.approx(batch.extras["advantages"][0, :len(table)].tolist(), abs=1e-6)
 
 
 def test_ppo_learns_a_toy_task(trained_run, tmp_path):
@@ -84,8 +91,14 @@ def test_ppo_learns_a_toy_task(trained_run, tmp_path):
     last = sum(h["reward"] for h in history[-5:]) / 5
     assert last > first + 0.1, [round(h["reward"], 3) for h in history]
     for key in ("reward", "gold", "kl", "entropy", "clip_fraction", "approx_kl", "ratio_mean", "ratio_max",
-                "value_loss", "explained_variance", "response_length", "eos_rate", "policy_loss"):
+                "value_loss", "explained_variance", "response_length", "eos_rate", "policy_loss", "tests_passed",
+                "elapsed_s"):
         assert key in history[-1]
+    assert [h["elapsed_s"] for h in history] == sorted(h["elapsed_s"] for h in history)
+    from course_lib.plots import rl_curves
+
+    figure = rl_curves({"toy": history}, keys=("reward", "kl"), x="elapsed_s")
+    assert len(figure.data) == 2 and len(figure.data[0].x) == len(history)
 
 
 def test_a_stopped_run_resumes_from_its_checkpoint_and_the_value_model_reloads(trained_run):
