@@ -79,4 +79,3 @@ def rl_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequen
     fig.update_layout(title=title, height=360)
     fig.update_xaxes(title_text="wall time (s)" if x == "elapsed_s" else x)
     return fig
-

@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from transformers import PrinterCallback, TrainerCallback
-
 from .models import load_model, load_tokenizer, lora_config
 from .stages.base import RunContext, common_training_args
 from .stages.lm_head import use_full_logits_on_cpu
@@ -42,9 +40,9 @@ def dpo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, b
     args = DPOConfig(**_trainer_args(run, out_dir, steps, learning_rate, batch_size, seed), beta=beta,
                      max_length=profile.model.max_seq_length)
     trainer = DPOTrainer(model=load_model(profile, sft), args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tok, peft_config=lora_config(profile), callbacks=[ElapsedSeconds()])
+                         processing_class=tok, peft_config=lora_config(profile))
     use_full_logits_on_cpu(trainer.model)
-    trainer.remove_callback(PrinterCallback)  # quiet: no log dict printed per step
+    _quiet_with_clock(trainer)
     trainer.train()
     return trainer
 
@@ -73,26 +71,28 @@ def rloo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, 
                       num_generations=num_generations, max_completion_length=max_new_tokens, temperature=temperature,
                       top_p=1.0)
     trainer = RLOOTrainer(model=load_model(profile, sft), reward_funcs=reward, args=args,
-                          train_dataset=Dataset.from_list(prompts), processing_class=tok, peft_config=lora_config(profile),
-                          callbacks=[ElapsedSeconds()])
+                          train_dataset=Dataset.from_list(prompts), processing_class=tok, peft_config=lora_config(profile))
     use_full_logits_on_cpu(trainer.model, temperature=temperature)
-    trainer.remove_callback(PrinterCallback)
+    _quiet_with_clock(trainer)
     trainer.train()
     return trainer
 
 
-class ElapsedSeconds(TrainerCallback):
-    """Stamps each logged entry of ``log_history`` with ``elapsed_s``, the seconds since training began.
+def _quiet_with_clock(trainer) -> None:
+    """No log dict printed per step, and every logged entry stamped with ``elapsed_s``, the seconds since
+    training began, so a TRL trainer's curves can be drawn against wall time next to the kit's PPO (``04_ppo``)."""
+    from transformers import PrinterCallback, TrainerCallback
 
-    So a TRL trainer's curves can be drawn against wall time next to the kit's PPO (``04_ppo``).
-    """
+    class ElapsedSeconds(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.time()
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.time()
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.log_history:
+                state.log_history[-1]["elapsed_s"] = time.time() - self.started
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.log_history:
-            state.log_history[-1]["elapsed_s"] = time.time() - self.started
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(ElapsedSeconds())
 
 
 def _trainer_args(run: RunContext, out_dir: Path, steps: int, learning_rate: float, batch_size: int,

@@ -182,4 +182,3 @@ def xray(batch: RolloutBatch, tokenizer, row: int = 0):
     for name in ("logprobs", "ref_logprobs", "kl", "values", "rewards", "advantages", "returns"):
         columns[name] = ex[name][row, :length].detach().float().cpu().numpy()
     return pd.DataFrame(columns)
-

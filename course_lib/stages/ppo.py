@@ -84,7 +84,12 @@ class PPOTrainer:
         if (reward_model is None) == (reward_fn is None):
             raise ValueError("give PPOTrainer a reward_model or a reward_fn, exactly one")
         self.cfg, self.profile, self.reward_fn = cfg, profile, reward_fn
-        self.policy, self.value_model, self.reward_model, self.tokenizer = policy, value_model, reward_model, tokenizer
+        self.policy, self.value_model, self.tokenizer = policy, value_model, tokenizer
+        # One model or an ensemble: held as a list of members either way (empty with reward_fn).
+        if isinstance(reward_model, (list, tuple)):
+            self.reward_model = list(reward_model)
+        else:
+            self.reward_model = [] if reward_model is None else [reward_model]
         self.prompts, self.output_dir, self.callbacks = prompts, Path(output_dir), list(callbacks or [])
         self.max_steps = cfg.max_steps or profile.budgets.ppo
         self.kl_controller = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl
@@ -132,9 +137,8 @@ class PPOTrainer:
             rm = np.asarray(self.reward_fn(batch.records, batch.texts), dtype=np.float32)
         else:
             conversations = [p + [{"role": "assistant", "content": t}] for p, t in zip(batch.prompts, batch.texts)]
-            members = self.reward_model if isinstance(self.reward_model, (list, tuple)) else [self.reward_model]
             each = np.stack([score_conversations(member, self.tokenizer, conversations, self.profile.model.max_seq_length)
-                             for member in members])  # (members, batch)
+                             for member in self.reward_model])  # (members, batch)
             rm = each.mean(axis=0) - self.cfg.uncertainty_penalty * each.std(axis=0)
         judged = [gold_score(r["domain"], r["reference"], t) for r, t in zip(batch.records, batch.texts)]
         verifiable = np.array([j.parts.get("tests_passed", 0.0) if r["domain"] == "code" else 0.0
