@@ -163,6 +163,8 @@ def load_model(profile: Profile, path: str | None = None, *, num_labels: int | N
 
     source = path or resolve_model_path(profile.model.name)
     device = detect_device(profile.device)
+    if device == "cpu":
+        _hide_per_model_bars()
     quant = quantization_config(profile)
     kwargs: dict[str, Any] = dict(
         dtype=_torch_dtype(profile.quantization.compute_dtype if quant else profile.model.dtype),
@@ -191,6 +193,22 @@ def load_model(profile: Profile, path: str | None = None, *, num_labels: int | N
     if profile.training.gradient_checkpointing and for_training and quant is None:
         model.activation_checkpointing_enable()
     return model
+
+
+def _hide_per_model_bars() -> None:
+    """Turn off the bars transformers and datasets draw for every model loaded or saved and every small
+    dataset tokenized ("Loading weights", "Writing model shards", "Tokenizing train dataset"). On a CPU
+    profile each takes about a second and a notebook draws dozens: noise a learner cannot act on. Download
+    bars stay, and GPU profiles keep them all (loading a large model takes long enough to want one)."""
+    import datasets
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    downloads_shown = not hub_utils.are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()  # also turns off the hub's download bars...
+    datasets.disable_progress_bars()
+    if downloads_shown:
+        hub_utils.enable_progress_bars()  # ...which stay
 
 
 @contextmanager

@@ -40,6 +40,16 @@ def test_local_folder_loads_and_missing_folder_is_clear(tiny_profile, tiny_base_
         resolve_model_path(str(empty))
 
 
+def test_a_cpu_load_hides_the_per_model_bars_but_not_the_download_bars(tiny_profile, capsys):
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    load_model(tiny_profile, for_training=False)
+    assert not transformers_logging.is_progress_bar_enabled()  # "Loading weights", "Writing model shards"
+    assert not hub_utils.are_progress_bars_disabled()  # a model download still shows its progress
+    assert "Loading weights" not in capsys.readouterr().err
+
+
 def test_hub_id_offline_fails_fast_with_a_clear_message(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     started = time.time()
