@@ -19,7 +19,8 @@ ALL_NOTEBOOKS = sorted((REPO / "notebooks").rglob("*.ipynb"))
 TRACK = track_notebooks(REPO / "notebooks")
 ALLOWED_CELL_METADATA = {"tags"}
 NOISE = ("Failed to load CPU gemm_4bit_forward", "LOAD REPORT", "FutureWarning", "DeprecationWarning",
-         "{'loss':", "{'eval_loss':", "{'train_runtime':")
+         "{'loss':", "{'eval_loss':", "{'train_runtime':", "Loading weights", "Writing model shards",
+         "Tokenizing train dataset")
 """Library output a learner cannot act on; an executed notebook carrying any of it fails the track test."""
 
 
@@ -134,7 +135,7 @@ def test_whole_track_runs_headless(tmp_path):
            "--param", "EVAL_PROMPTS=15", "--param", "LABEL_PAIRS=12", "--param", "CURVE_LABELS=20,40",
            "--param", "CURVE_SEEDS=1", "--param", "CURVE_STEPS=6", "--param", "EXERCISE_STEPS=3",
            "--param", "PRETRAIN_STEPS=5", "--param", "ENSEMBLE_SIZE=2",
-           "--param", "LAB_STEPS=2", "--param", "LAB_BATCH=4", "--param", "PROXY_PAIRS=8", "--param", "RLOO_STEPS=2"]
+           "--param", "LAB_STEPS=2", "--param", "LAB_BATCH=4", "--param", "BON_N=4", "--param", "BON_PROMPTS=1", "--param", "RLOO_STEPS=2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     run_dir = runs / "ci"
@@ -171,6 +172,10 @@ def test_whole_track_runs_headless(tmp_path):
     assert ppo["steps"] == 4 and ppo["reference_kl_at_start"] < 1e-3
     assert max(ppo["kl_by_hand_diff"], ppo["gae_by_hand_diff"], ppo["policy_loss_by_hand_diff"]) < 1e-4
     assert {"mean", "ci_low", "ci_high"} <= set(ppo["gold_gain"]) and ppo["rloo"]["steps"] == 2
+    best_of_n = ppo["best_of_n"]  # n = 1, 2, 4: each pick is the best of a union of smaller groups' picks
+    assert [row["n"] for row in best_of_n] == [1, 2, 4] and best_of_n[0]["kl"] == 0
+    assert all(a["reward"] <= b["reward"] + 1e-6 for a, b in zip(best_of_n, best_of_n[1:]))
+    assert all(row["gold"] <= row["gold_best"] + 1e-9 for row in best_of_n)
     assert (run_dir / "ppo" / "value_model" / "adapter_model.safetensors").is_file()
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
     state = json.loads((run_dir / "track_state.json").read_text())
