@@ -148,7 +148,9 @@ def test_scoring_cuts_at_the_training_length_and_says_so(trained_run):
     with pytest.warns(UserWarning, match="1 of 2 conversations are longer than max_length=32"):
         scores = score_conversations(model, tok, [short, long], 32)
     cut = [short[0], {"role": "assistant", "content": "Hello there. " + "word " * 40}]
-    assert scores[1] == pytest.approx(score_conversations(model, tok, [cut], 32)[0], abs=1e-5)
+    with pytest.warns(UserWarning, match="1 of 1 conversations"):  # also longer than 32 tokens: cut the same way
+        cut_score = score_conversations(model, tok, [cut], 32)[0]
+    assert scores[1] == pytest.approx(cut_score, abs=1e-5)
 
 
 def test_bradley_terry_by_hand_equals_the_trainer(trained_run):
