@@ -6,6 +6,7 @@ Introduced in ``00_setup``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -195,6 +196,7 @@ def load_model(profile: Profile, path: str | None = None, *, num_labels: int | N
     return model
 
 
+@functools.cache  # a process-wide setting: once is enough
 def _hide_per_model_bars() -> None:
     """Turn off the bars transformers and datasets draw for every model loaded or saved and every small
     dataset tokenized ("Loading weights", "Writing model shards", "Tokenizing train dataset"). On a CPU

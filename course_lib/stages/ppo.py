@@ -87,9 +87,9 @@ class PPOTrainer:
         self.policy, self.value_model, self.tokenizer = policy, value_model, tokenizer
         # One model or an ensemble: held as a list of members either way (empty with reward_fn).
         if isinstance(reward_model, (list, tuple)):
-            self.reward_model = list(reward_model)
+            self.reward_models = list(reward_model)
         else:
-            self.reward_model = [] if reward_model is None else [reward_model]
+            self.reward_models = [] if reward_model is None else [reward_model]
         self.prompts, self.output_dir, self.callbacks = prompts, Path(output_dir), list(callbacks or [])
         self.max_steps = cfg.max_steps or profile.budgets.ppo
         self.kl_controller = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl
@@ -138,7 +138,7 @@ class PPOTrainer:
         else:
             conversations = [p + [{"role": "assistant", "content": t}] for p, t in zip(batch.prompts, batch.texts)]
             each = np.stack([score_conversations(member, self.tokenizer, conversations, self.profile.model.max_seq_length)
-                             for member in self.reward_model])  # (members, batch)
+                             for member in self.reward_models])  # (members, batch)
             rm = each.mean(axis=0) - self.cfg.uncertainty_penalty * each.std(axis=0)
         judged = [gold_score(r["domain"], r["reference"], t) for r, t in zip(batch.records, batch.texts)]
         verifiable = np.array([j.parts.get("tests_passed", 0.0) if r["domain"] == "code" else 0.0
