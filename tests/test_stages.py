@@ -112,6 +112,8 @@ def test_reward_stage_outputs_and_metrics(trained_run):
     assert 0 <= m["accuracy_ci_low"] <= m["accuracy"] <= m["accuracy_ci_high"] <= 1
     assert len(m["member_accuracy"]) == 2 and m["kfold"]["folds"] == 2 and len(m["kfold"]["accuracy"]) == 2
     assert set(m["length_bias"]) >= {"spearman_reward_vs_length", "longer_preferred_rate"}
+    swap = m["answer_swap"]  # each prompt's own good answer against the next same-domain prompt's
+    assert swap["pairs"] > 0 and 0 <= swap["own_preferred_rate"] <= 1 and set(swap["by_domain"]) <= {"code", "legal", "medical"}
     assert len(m["calibration"]["predicted"]) == len(m["calibration"]["observed"]) and 0 <= m["calibration"]["ece"] <= 1
     rows = [json.loads(line) for line in (result.output_dir / "pair_scores.jsonl").read_text().splitlines()]
     assert rows and all(len(r["margins"]) == 2 for r in rows)

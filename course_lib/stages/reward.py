@@ -140,6 +140,34 @@ def length_bias_probe(model, tokenizer, pairs: Sequence[dict[str, Any]], n_pairs
     }
 
 
+def answer_swap_probe(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str, Any]], max_length: int) -> dict[str, Any]:
+    """Does the reward check a reply against its prompt, or only the reply's form?
+
+    Each prompt's own good answer against a good answer written for the next prompt of the same
+    domain (a reply that answers another question). A reward model that scores only the form
+    prefers its own answer about half the time; PPO then finds one reply that scores well and gives
+    it to every prompt. Scored by the ensemble's mean, as PPO's reward is.
+
+    Returns:
+        ``{"own_preferred_rate": float, "by_domain": {domain: rate}, "pairs": n}``.
+    """
+    own, swapped, domains = [], [], []
+    for domain in sorted({p["domain"] for p in pairs}):
+        rows = [p for p in pairs if p["domain"] == domain]
+        for row, other in zip(rows, rows[1:] + rows[:1]):
+            if other["chosen"][-1]["content"] != row["chosen"][-1]["content"]:
+                own.append(row["prompt"] + row["chosen"])
+                swapped.append(row["prompt"] + other["chosen"])
+                domains.append(domain)
+    if not own:
+        return {"own_preferred_rate": None, "by_domain": {}, "pairs": 0}
+    diff = np.mean([score_conversations(m, tokenizer, own, max_length) - score_conversations(m, tokenizer, swapped, max_length)
+                    for m in models], axis=0)  # (n,)
+    domains_arr = np.array(domains)
+    return {"own_preferred_rate": float((diff > 0).mean()), "pairs": len(own),
+            "by_domain": {d: float((diff[domains_arr == d] > 0).mean()) for d in sorted(set(domains))}}
+
+
 def preference_rows(run: RunContext, file: str) -> list[dict[str, Any]]:
     """The TRL preference rows of a data file in the run (curated pairs or the workshop's labels)."""
     return [dict(r) for r in load_records(run.data_file(file), "preference")]
@@ -307,6 +335,7 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext) -> StageResu
         "member_accuracy": [float(ranked_correctly(m, labels).mean()) for m in margins_arr],
         "ensemble_size": cfg.ensemble_size, "mean_uncertainty": float(uncertainty.mean()),
         "kfold": kfold, "length_bias": probe,
+        "answer_swap": answer_swap_probe([m for m, _, _ in members], tok, val_rows, max_length),
         "calibration": calibration_curve(mean_margin[keep], labels[keep], cfg.calibration_bins, cfg.seed),
         "train_pairs": len(train_rows), "train_losses": [m[2] for m in members], "ledger": [m[1] for m in members],
     }
