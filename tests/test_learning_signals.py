@@ -120,8 +120,10 @@ def test_rloo_raises_the_reward_models_score_of_its_rollouts(preference_run, tmp
 
 def test_ppo_raises_the_gold_score_over_sft_at_bounded_kl(preference_run):
     """The kit's PPO at the stage's defaults (tiny-cpu: 30 iterations). Measured on three seeds: gains of
-    +0.04 to +0.05, every CI above zero, KL about 2 nats per reply (docs/preference_feasibility.md). Asserted
-    with a margin: the mean gain is positive, the reward models' score rises, the KL stays bounded."""
+    +0.03 to +0.05, the CI above zero on two, KL about 2 nats per reply; a rerun of seed 2 gave -0.007: the
+    reward models do not read the question, and PPO trades content for form (docs/preference_feasibility.md).
+    Asserted with a margin on seed 0: the mean gain is positive, the reward models' score rises, the KL stays
+    bounded."""
     from course_lib.stages import PPOStageConfig, make_ppo_trainer
 
     run, tok, evals, sft = preference_run
