@@ -146,6 +146,22 @@ def quantization_config(profile: Profile):
     )
 
 
+def _keep_4bit_weights_differentiable(model) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for CPU inference in a model that will train.
+
+    On CPUs with AVX512-BF16, a ``Linear4bit`` that runs once in eval mode without gradients
+    (an evaluation pass, sampling before an update) converts its weight to a packed layout for
+    good, and every later forward, in training too, goes through ``gemv_4bit``, which has no
+    backward: gradients would stop at each 4-bit layer (torch warns "silently incorrect
+    behavior"). Training keeps the layout that ``MatMul4Bit`` differentiates.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
 def load_model(profile: Profile, path: str | None = None, *, num_labels: int | None = None, for_training: bool = True):
     """Load the profile's base model (or ``path``) with its precision and quantization.
 
@@ -191,6 +207,8 @@ def load_model(profile: Profile, path: str | None = None, *, num_labels: int | N
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=profile.training.gradient_checkpointing
         )
+        if device == "cpu":
+            _keep_4bit_weights_differentiable(model)
     if profile.training.gradient_checkpointing and for_training and quant is None:
         model.activation_checkpointing_enable()
     return model
