@@ -147,7 +147,7 @@ def quantization_config(profile: Profile):
 
 
 def _keep_4bit_weights_differentiable(model) -> None:
-    """Stop bitsandbytes repacking 4-bit weights for CPU inference in a model that will train.
+    """Stop bitsandbytes repacking 4-bit weights for CPU inference in a model that will train (a no-op on GPU).
 
     On CPUs with AVX512-BF16, a ``Linear4bit`` that runs once in eval mode without gradients
     (an evaluation pass, sampling before an update) converts its weight to a packed layout for
@@ -207,8 +207,7 @@ def load_model(profile: Profile, path: str | None = None, *, num_labels: int | N
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=profile.training.gradient_checkpointing
         )
-        if device == "cpu":
-            _keep_4bit_weights_differentiable(model)
+        _keep_4bit_weights_differentiable(model)
     if profile.training.gradient_checkpointing and for_training and quant is None:
         model.activation_checkpointing_enable()
     return model
