@@ -23,7 +23,7 @@ from pathlib import Path
 
 def summarize(result: dict, baseline: dict | None, seed: int) -> dict:
     from course_lib.stats import paired_difference
-    from course_lib.trials import distinct_2
+    from course_lib.generation import distinct_2
 
     out = {"gold": result["gold_score"], "by_domain": result["by_domain"], "parts": result["parts"],
            "distinct_2": distinct_2([r["response"] for r in result["rows"]])}

@@ -88,8 +88,9 @@ def gold_evaluate(model, tokenizer, records: Sequence[dict[str, Any]], *, max_ne
 
     Returns:
         ``{"gold_score": mean, "by_domain": {domain: mean}, "parts": {domain: {part: mean}},
-        "rows": [{"id", "domain", "response", "score", "parts"}]}``: ``parts`` shows which rubric
-        dimension (correctness, safety, format, concision, tests passed) a stage moved.
+        "distinct_2", "mean_words", "rows": [{"id", "domain", "response", "score", "parts"}]}``: ``parts``
+        shows which rubric dimension (correctness, safety, format, concision, tests passed) a stage
+        moved; ``distinct_2`` (:func:`distinct_2`) falls when a policy collapses into repeating itself.
     """
     replies = generate_responses(model, tokenizer, [r["prompt"] for r in records], max_new_tokens=max_new_tokens, batch_size=batch_size)
     rows = []
@@ -105,7 +106,15 @@ def gold_evaluate(model, tokenizer, records: Sequence[dict[str, Any]], *, max_ne
     mean = sum(r["score"] for r in rows) / max(1, len(rows))
     return {
         "gold_score": mean,
+        "distinct_2": distinct_2(replies),
+        "mean_words": sum(len(r.split()) for r in replies) / max(1, len(replies)),
         "by_domain": {d: sum(v) / len(v) for d, v in sorted(by_domain.items())},
         "parts": {d: {name: sum(v) / len(v) for name, v in p.items()} for d, p in sorted(parts.items())},
         "rows": rows,
     }
+
+
+def distinct_2(replies: Sequence[str]) -> float:
+    """Distinct word bigrams over all bigrams of the replies: low when a policy repeats itself (collapse)."""
+    grams = [tuple(words[i : i + 2]) for words in (r.split() for r in replies) for i in range(max(0, len(words) - 1))]
+    return len(set(grams)) / max(1, len(grams))

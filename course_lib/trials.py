@@ -100,8 +100,3 @@ def _trainer_args(run: RunContext, out_dir: Path, steps: int, learning_rate: flo
     return common_training_args(run.profile, output_dir=out_dir, max_steps=steps, learning_rate=learning_rate,
                                 batch_size=batch_size, seed=seed, report_to="none", logging_steps=1, progress=False)
 
-
-def distinct_2(replies: Sequence[str]) -> float:
-    """Distinct word bigrams over all bigrams of the replies: low when a policy repeats itself (collapse)."""
-    grams = [tuple(words[i : i + 2]) for words in (r.split() for r in replies) for i in range(max(0, len(words) - 1))]
-    return len(set(grams)) / max(1, len(grams))

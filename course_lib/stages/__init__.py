@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Callable
 
 from .base import RunContext, StageResult
+from .dpo import finish_dpo, make_dpo_trainer, run_dpo
+from .dpo_config import DPOStageConfig
 from .ppo import PPOTrainer, finish_ppo, make_ppo_trainer, run_ppo
 from .ppo_config import PPOStageConfig
 from .reward import finish_reward, load_reward_model, make_reward_trainer, run_reward
@@ -39,9 +41,11 @@ def register_stage(name: str, run: Callable[..., StageResult], config_class: typ
 register_stage("sft", run_sft, SFTStageConfig)
 register_stage("reward", run_reward, RewardStageConfig)
 register_stage("ppo", run_ppo, PPOStageConfig)
+register_stage("dpo", run_dpo, DPOStageConfig)
 
 __all__ = [
-    "PPOStageConfig", "PPOTrainer", "STAGES", "RewardStageConfig", "RunContext", "SFTStageConfig", "StageResult",
-    "finish_ppo", "finish_reward", "finish_sft", "load_reward_model", "make_ppo_trainer", "make_reward_trainer",
-    "make_sft_trainer", "register_stage", "run_ppo", "run_reward", "run_sft",
+    "DPOStageConfig", "PPOStageConfig", "PPOTrainer", "STAGES", "RewardStageConfig", "RunContext", "SFTStageConfig",
+    "StageResult", "finish_dpo", "finish_ppo", "finish_reward", "finish_sft", "load_reward_model", "make_dpo_trainer",
+    "make_ppo_trainer", "make_reward_trainer", "make_sft_trainer", "register_stage", "run_dpo", "run_ppo", "run_reward",
+    "run_sft",
 ]

@@ -1,0 +1,192 @@
+"""The DPO stage: TRL's ``DPOTrainer`` on the preference pairs, from a finished policy.
+
+DPO needs no reward model and no sampling: it raises the log-probability of each chosen reply
+relative to the rejected one, measured against a reference, with ``beta`` setting how far the
+policy may move. The policy is the starting model (the SFT model, or PPO's policy in the
+pipeline's ``sft+reward+ppo+dpo`` variant) with a fresh LoRA adapter, so the adapter switched
+off *is* the starting model: the reference, with no second copy of the weights and never the
+bare base (DESIGN.md, "The reference model").
+
+As for SFT: notebook 05 builds the trainer with :func:`make_dpo_trainer`, calls ``train()``
+and hands it to :func:`finish_dpo`; the pipeline calls :func:`run_dpo`, the same with a cache
+and resume. ``runs/<name>/dpo/`` holds ``adapter/``, ``merged/`` (what a later stage starts
+from), ``checkpoints/`` while training, and the usual config, metrics and marker.
+Introduced in ``05_dpo``.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from ..data import load_records
+from ..generation import balanced_sample, gold_evaluate
+from ..models import detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
+from ..stats import paired_difference
+from .base import (
+    MARKER, ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, completed,
+    finish_stage, last_checkpoint, ledger_of, load_stage_metrics, stage_hash,
+)
+from .dpo_config import DPOStageConfig
+from .lm_head import use_full_logits_on_cpu
+
+STAGE = "dpo"
+PRODUCERS = {"sft": "notebook 02_sft (run_sft)", "ppo": "notebook 04_ppo (run_ppo)"}
+"""Who makes the model each ``start_from`` names."""
+
+
+def dpo_inputs(cfg: DPOStageConfig, run: RunContext) -> dict[str, Path]:
+    """What the stage reads: the starting model, the training and validation pairs, the held-out prompts."""
+    producer = PRODUCERS.get(cfg.start_from, f"the {cfg.start_from} stage")
+    return {"policy": run.artifact(cfg.start_from, "merged", producer), "train": run.data_file(cfg.train_file),
+            "val": run.data_file("prefs_val.jsonl"), "eval": run.data_file("eval_prompts.jsonl")}
+
+
+def _pairs(path: Path):
+    """A ``datasets.Dataset`` of the TRL preference columns the trainer needs."""
+    return load_records(path, "preference").select_columns(["prompt", "chosen", "rejected"])
+
+
+def dpo_trainer_args(cfg: DPOStageConfig, profile, output_dir: Path) -> dict[str, Any]:
+    """``DPOConfig`` keyword arguments from the stage config and the profile.
+
+    The profile's precision and optimizer, not TRL's defaults (TRL's bf16 runs about 20x slower
+    on a CPU). ``sft_weight`` adds TRL's ``sft`` loss on the chosen replies (what RPO adds).
+    """
+    losses, weights = [cfg.loss_type], [1.0]
+    if cfg.sft_weight:
+        losses.append("sft")
+        weights.append(cfg.sft_weight)
+    return dict(
+        **common_training_args(profile, output_dir=output_dir, max_steps=cfg.max_steps or profile.budgets.dpo,
+                               learning_rate=cfg.learning_rate or profile.training.learning_rate / 10,
+                               batch_size=cfg.batch_size, seed=cfg.seed, report_to=cfg.report_to,
+                               logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, progress=cfg.progress),
+        beta=cfg.beta, loss_type=losses, loss_weights=weights,
+        precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+        max_length=profile.model.max_seq_length,
+        eval_strategy="no",
+        include_num_input_tokens_seen="non_padding",
+    )
+
+
+def make_dpo_trainer(cfg: DPOStageConfig, run: RunContext, callbacks: list | None = None):
+    """TRL's ``DPOTrainer`` on the run's preference pairs, from ``cfg.start_from``'s merged model.
+
+    A fresh LoRA adapter (shaped by the profile) goes on the starting model; TRL reads the
+    reference by switching that adapter off, which gives exactly the starting model.
+    Call ``trainer.train()``, then :func:`finish_dpo`. Introduced in ``05_dpo``.
+
+    Args:
+        cfg: the stage's settings.
+        run: the run directory and profile.
+        callbacks: extra ``transformers`` trainer callbacks.
+
+    Raises:
+        MissingArtifactError: no starting model (notebook 02 or 04) or no curated pairs (notebook 01).
+    """
+    from trl import DPOConfig, DPOTrainer
+
+    profile = run.profile
+    inputs = dpo_inputs(cfg, run)
+    args = DPOConfig(**dpo_trainer_args(cfg, profile, run.stage_dir(STAGE) / "checkpoints"))
+    trainer = DPOTrainer(model=load_model(profile, str(inputs["policy"])), args=args, train_dataset=_pairs(inputs["train"]),
+                         eval_dataset=_pairs(inputs["val"]), processing_class=load_tokenizer(profile, str(inputs["policy"])),
+                         peft_config=lora_config(profile), callbacks=callbacks)
+    use_full_logits_on_cpu(trainer.model)
+    return attach_kit_callbacks(trainer, ComputeLedger(device=detect_device(profile.device)), cfg.progress)
+
+
+def finish_dpo(trainer, cfg: DPOStageConfig, run: RunContext, resumed_from_step: int | None = None) -> StageResult:
+    """Save, measure and mark a trained DPO stage: what follows ``trainer.train()``.
+
+    Measures, on held-out data: the implicit reward's accuracy and margin on the validation pairs;
+    the gold score of greedy replies before (the adapter off: the starting model) and after, with
+    a paired bootstrap CI of the gain; the KL to the reference on sampled replies, as PPO measures
+    it. Saves the adapter and the merged policy, then writes config, metrics and marker.
+
+    Args:
+        trainer: a trainer from :func:`make_dpo_trainer`, after ``train()``.
+        cfg: the settings it was built with.
+        run: the run it belongs to.
+        resumed_from_step: the checkpoint step training resumed from, if it did.
+    """
+    from ..atomic import atomic_path
+    from ..rl import kl_to_reference
+
+    profile, out = run.profile, run.stage_dir(STAGE)
+    inputs = dpo_inputs(cfg, run)
+    digest = stage_hash(cfg, profile, inputs)
+    tok, policy = trainer.processing_class, trainer.model
+    held_out = trainer.evaluate()
+    records = balanced_sample(list(load_records(inputs["eval"])), cfg.eval_prompts)
+    before = after = kl = None
+    if records:
+        with policy.disable_adapter():
+            before = gold_evaluate(policy, tok, records, max_new_tokens=cfg.max_new_tokens)
+        after = gold_evaluate(policy, tok, records, max_new_tokens=cfg.max_new_tokens)
+        kl = kl_to_reference(policy, tok, records, temperature=cfg.kl_temperature, max_new_tokens=cfg.max_new_tokens,
+                             seed=cfg.seed)
+    policy.save_pretrained(out / "adapter", safe_serialization=True)
+    tok.save_pretrained(out / "adapter")
+    with atomic_path(out / "merged") as tmp:
+        copy.deepcopy(policy).merge_and_unload().save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    history = trainer.state.log_history
+    train_logs = [h for h in history if "rewards/accuracies" in h]
+    metrics = {
+        "start_from": cfg.start_from,
+        "implicit_reward_accuracy": held_out.get("eval_rewards/accuracies"),
+        "implicit_reward_margin": held_out.get("eval_rewards/margins"),
+        "implicit_reward_chosen": held_out.get("eval_rewards/chosen"),
+        "implicit_reward_rejected": held_out.get("eval_rewards/rejected"),
+        "eval_loss": held_out.get("eval_loss"),
+        "train_reward_accuracy": train_logs[-1]["rewards/accuracies"] if train_logs else None,
+        "train_reward_margin": train_logs[-1]["rewards/margins"] if train_logs else None,
+        "gold_score_before": before and before["gold_score"],
+        "gold_score_after": after and after["gold_score"],
+        "gold_gain": after and paired_difference([r["score"] for r in after["rows"]],
+                                                 [r["score"] for r in before["rows"]], seed=cfg.seed),
+        "gold_by_domain_before": before and before["by_domain"],
+        "gold_by_domain_after": after and after["by_domain"],
+        "gold_parts_before": before and before["parts"],
+        "gold_parts_after": after and after["parts"],
+        "distinct_2_before": before and before["distinct_2"],
+        "distinct_2_after": after and after["distinct_2"],
+        "mean_words_after": after and after["mean_words"],
+        "kl": kl and kl["mean"],
+        "eos_rate": kl and kl["eos_rate"],
+        "resumed_from_step": resumed_from_step,
+        "global_step": trainer.state.global_step,
+        "train_rows": len(trainer.train_dataset),
+        "log_history": history,
+        "ledger": ledger_of(trainer).summary(),
+    }
+    info = {"tokenizer_fingerprint": tokenizer_fingerprint(tok), "max_steps": trainer.args.max_steps,
+            "samples": {"before": before["rows"][:12], "after": after["rows"][:12]} if records else {}}
+    finish_stage(out, digest, cfg, metrics, info, inputs)
+    return StageResult(STAGE, out, metrics)
+
+
+def run_dpo(cfg: DPOStageConfig, run: RunContext, callbacks: list | None = None) -> StageResult:
+    """The DPO stage with its cache: skip when done with the same inputs, resume when interrupted.
+
+    Args:
+        cfg: the stage's settings.
+        run: the run directory and profile.
+        callbacks: extra ``transformers`` trainer callbacks (progress widgets, tests).
+
+    Returns:
+        The stage result; ``skipped`` when a completed stage with the same inputs exists.
+
+    Raises:
+        MissingArtifactError: no starting model (notebook 02 or 04) or no curated pairs (notebook 01).
+    """
+    out = run.stage_dir(STAGE)
+    if completed(out, stage_hash(cfg, run.profile, dpo_inputs(cfg, run))):
+        return StageResult(STAGE, out, load_stage_metrics(out), skipped=True)
+    (out / MARKER).unlink(missing_ok=True)
+    trainer = make_dpo_trainer(cfg, run, callbacks)
+    checkpoint = last_checkpoint(out / "checkpoints") if cfg.resume else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    return finish_dpo(trainer, cfg, run, resumed_from_step=int(checkpoint.name.split("-")[-1]) if checkpoint else None)
