@@ -15,20 +15,19 @@ Introduced in ``05_dpo``.
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 from ..data import load_records
-from ..generation import balanced_sample, gold_evaluate
+from ..generation import balanced_sample
 from ..models import detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
-from ..stats import paired_difference
 from .base import (
     MARKER, ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, completed,
     finish_stage, last_checkpoint, ledger_of, load_stage_metrics, stage_hash,
 )
 from .dpo_config import DPOStageConfig
 from .lm_head import use_full_logits_on_cpu
+from .policy import before_and_after, save_policy
 
 STAGE = "dpo"
 PRODUCERS = {"sft": "notebook 02_sft (run_sft)", "ppo": "notebook 04_ppo (run_ppo)"}
@@ -111,29 +110,17 @@ def finish_dpo(trainer, cfg: DPOStageConfig, run: RunContext, resumed_from_step:
         run: the run it belongs to.
         resumed_from_step: the checkpoint step training resumed from, if it did.
     """
-    from ..atomic import atomic_path
-    from ..rl import kl_to_reference
-
     profile, out = run.profile, run.stage_dir(STAGE)
     inputs = dpo_inputs(cfg, run)
     digest = stage_hash(cfg, profile, inputs)
     tok, policy = trainer.processing_class, trainer.model
     held_out = trainer.evaluate()
     records = balanced_sample(list(load_records(inputs["eval"])), cfg.eval_prompts)
-    before = after = kl = None
-    if records:
-        with policy.disable_adapter():
-            before = gold_evaluate(policy, tok, records, max_new_tokens=cfg.max_new_tokens)
-        after = gold_evaluate(policy, tok, records, max_new_tokens=cfg.max_new_tokens)
-        kl = kl_to_reference(policy, tok, records, temperature=cfg.kl_temperature, max_new_tokens=cfg.max_new_tokens,
-                             seed=cfg.seed)
-    policy.save_pretrained(out / "adapter", safe_serialization=True)
-    tok.save_pretrained(out / "adapter")
-    with atomic_path(out / "merged") as tmp:
-        copy.deepcopy(policy).merge_and_unload().save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-    history = trainer.state.log_history
-    train_logs = [h for h in history if "rewards/accuracies" in h]
+    measured = before_and_after(policy, tok, records, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                                kl_temperature=cfg.kl_temperature)
+    samples = measured.pop("samples")
+    save_policy(policy, tok, out)
+    train_logs = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
     metrics = {
         "start_from": cfg.start_from,
         "implicit_reward_accuracy": held_out.get("eval_rewards/accuracies"),
@@ -143,27 +130,14 @@ def finish_dpo(trainer, cfg: DPOStageConfig, run: RunContext, resumed_from_step:
         "eval_loss": held_out.get("eval_loss"),
         "train_reward_accuracy": train_logs[-1]["rewards/accuracies"] if train_logs else None,
         "train_reward_margin": train_logs[-1]["rewards/margins"] if train_logs else None,
-        "gold_score_before": before and before["gold_score"],
-        "gold_score_after": after and after["gold_score"],
-        "gold_gain": after and paired_difference([r["score"] for r in after["rows"]],
-                                                 [r["score"] for r in before["rows"]], seed=cfg.seed),
-        "gold_by_domain_before": before and before["by_domain"],
-        "gold_by_domain_after": after and after["by_domain"],
-        "gold_parts_before": before and before["parts"],
-        "gold_parts_after": after and after["parts"],
-        "distinct_2_before": before and before["distinct_2"],
-        "distinct_2_after": after and after["distinct_2"],
-        "mean_words_after": after and after["mean_words"],
-        "kl": kl and kl["mean"],
-        "eos_rate": kl and kl["eos_rate"],
+        **measured,
         "resumed_from_step": resumed_from_step,
         "global_step": trainer.state.global_step,
         "train_rows": len(trainer.train_dataset),
-        "log_history": history,
+        "log_history": trainer.state.log_history,
         "ledger": ledger_of(trainer).summary(),
     }
-    info = {"tokenizer_fingerprint": tokenizer_fingerprint(tok), "max_steps": trainer.args.max_steps,
-            "samples": {"before": before["rows"][:12], "after": after["rows"][:12]} if records else {}}
+    info = {"tokenizer_fingerprint": tokenizer_fingerprint(tok), "max_steps": trainer.args.max_steps, "samples": samples}
     finish_stage(out, digest, cfg, metrics, info, inputs)
     return StageResult(STAGE, out, metrics)
 

@@ -22,7 +22,6 @@ Introduced in ``04_ppo``.
 """
 from __future__ import annotations
 
-import copy
 import json
 import random
 import time
@@ -33,18 +32,18 @@ import numpy as np
 
 from ..data import load_records
 from ..domains import gold_score
-from ..generation import balanced_sample, gold_evaluate
+from ..generation import balanced_sample
 from ..models import add_lora, detect_device, load_model, load_tokenizer
 from ..rl.core import (
     AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, explained_variance, gae,
     kl_per_token, masked_mean, token_rewards, whiten,
 )
 from ..rl.rollout import RolloutBatch, sample_rollouts, token_logprobs, token_values
-from ..stats import paired_difference
 from .base import (
     MARKER, ComputeLedger, RunContext, StageResult, completed, finish_stage, last_checkpoint, load_stage_metrics,
     stage_hash,
 )
+from .policy import before_and_after, save_policy
 from .ppo_config import PPOStageConfig
 from .reward import PRODUCER as REWARD_PRODUCER
 from .reward import STAGE as REWARD_STAGE
@@ -361,34 +360,25 @@ def finish_ppo(trainer: PPOTrainer, cfg: PPOStageConfig, run: RunContext) -> Sta
     model) and after with the gold judge, with a paired bootstrap CI of the gain; writes the
     stage's metrics (the per-iteration diagnostics included) and completion marker.
     """
-    from ..atomic import atomic_path
-
     profile, out = run.profile, run.stage_dir(STAGE)
     inputs = ppo_inputs(cfg, run)
     digest = stage_hash(cfg, profile, inputs)
     records = balanced_sample(list(load_records(inputs["eval"])), cfg.eval_prompts)
     tok = trainer.tokenizer
-    with trainer.policy.disable_adapter():
-        before = gold_evaluate(trainer.policy, tok, records, max_new_tokens=cfg.max_new_tokens)
-    after = gold_evaluate(trainer.policy, tok, records, max_new_tokens=cfg.max_new_tokens)
-    trainer.policy.save_pretrained(out / "adapter", safe_serialization=True)
-    tok.save_pretrained(out / "adapter")
-    with atomic_path(out / "merged") as tmp:
-        copy.deepcopy(trainer.policy).merge_and_unload().save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
+    measured = before_and_after(trainer.policy, tok, records, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                                kl_temperature=cfg.temperature)
+    samples = measured.pop("samples")
+    save_policy(trainer.policy, tok, out)
     trainer.value_model.save_pretrained(out / "value_model", safe_serialization=True)
     history = trainer.history
     last = history[-min(5, len(history)):]
     metrics = {
-        "gold_score_before": before["gold_score"], "gold_score_after": after["gold_score"],
-        "gold_gain": paired_difference([r["score"] for r in after["rows"]], [r["score"] for r in before["rows"]], seed=cfg.seed),
-        "gold_by_domain_before": before["by_domain"], "gold_by_domain_after": after["by_domain"],
-        "gold_parts_before": before["parts"], "gold_parts_after": after["parts"],
+        **measured,
         "final_kl": float(np.mean([h["kl"] for h in last])), "final_reward": float(np.mean([h["reward"] for h in last])),
         "first_reward": history[0]["reward"] if history else None, "steps": trainer.step,
         "history": history, "samples": trainer.samples, "ledger": trainer.ledger.summary(),
     }
-    info = {"samples_after": after["rows"][:12], "samples_before": before["rows"][:12]}
+    info = {"samples_after": samples.get("after", []), "samples_before": samples.get("before", [])}
     finish_stage(out, digest, cfg, metrics, info, inputs)
     return StageResult(STAGE, out, metrics)
 

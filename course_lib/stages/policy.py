@@ -1,0 +1,61 @@
+"""What every preference stage does after training a policy adapter: measure it against its
+starting model and save it for the stages after it (PPO, DPO, GRPO)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..generation import gold_evaluate
+from ..stats import paired_difference
+
+
+def before_and_after(policy, tokenizer, records: Sequence[dict[str, Any]], *, max_new_tokens: int, seed: int,
+                     kl_temperature: float | None = None) -> dict[str, Any]:
+    """The gold judge on greedy replies before (the adapter off: the starting model) and after.
+
+    Args:
+        policy: a ``peft`` model whose adapter-off state is the starting model.
+        tokenizer: its tokenizer.
+        records: held-out prompts with their references (none: every value is None).
+        max_new_tokens: the longest reply.
+        seed: seed of the bootstrap and of the KL's sampling.
+        kl_temperature: also measure the KL to the starting model on replies sampled at this temperature.
+
+    Returns:
+        The metrics the stages record: ``gold_score_before``/``_after``, ``gold_gain`` (paired
+        difference with a bootstrap CI), by domain, by rubric part, ``distinct_2`` before and after,
+        ``mean_words_after``, ``kl``, ``eos_rate``; and ``samples`` (the first replies of each).
+    """
+    from ..rl import kl_to_reference
+
+    keys = ("gold_score_before", "gold_score_after", "gold_gain", "gold_by_domain_before", "gold_by_domain_after",
+            "gold_parts_before", "gold_parts_after", "distinct_2_before", "distinct_2_after", "mean_words_after",
+            "kl", "eos_rate")
+    if not records:
+        return {**dict.fromkeys(keys), "samples": {}}
+    with policy.disable_adapter():
+        before = gold_evaluate(policy, tokenizer, records, max_new_tokens=max_new_tokens)
+    after = gold_evaluate(policy, tokenizer, records, max_new_tokens=max_new_tokens)
+    kl = (kl_to_reference(policy, tokenizer, records, temperature=kl_temperature, max_new_tokens=max_new_tokens, seed=seed)
+          if kl_temperature else {"mean": None, "eos_rate": None})
+    return {
+        "gold_score_before": before["gold_score"], "gold_score_after": after["gold_score"],
+        "gold_gain": paired_difference([r["score"] for r in after["rows"]], [r["score"] for r in before["rows"]], seed=seed),
+        "gold_by_domain_before": before["by_domain"], "gold_by_domain_after": after["by_domain"],
+        "gold_parts_before": before["parts"], "gold_parts_after": after["parts"],
+        "distinct_2_before": before["distinct_2"], "distinct_2_after": after["distinct_2"],
+        "mean_words_after": after["mean_words"], "kl": kl["mean"], "eos_rate": kl["eos_rate"],
+        "samples": {"before": before["rows"][:12], "after": after["rows"][:12]},
+    }
+
+
+def save_policy(policy, tokenizer, out: Path) -> None:
+    """Save the adapter (``out/adapter``) and the merged policy (``out/merged``, what later stages start from)."""
+    from ..atomic import atomic_path
+
+    policy.save_pretrained(out / "adapter", safe_serialization=True)
+    tokenizer.save_pretrained(out / "adapter")
+    with atomic_path(out / "merged") as tmp:
+        copy.deepcopy(policy).merge_and_unload().save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
