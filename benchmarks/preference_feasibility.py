@@ -1,8 +1,8 @@
 """Can the preference stages beat SFT on tiny-cpu? DPO, RLOO and PPO against SFT, over seeds, and DPO's collapse.
 
-For each seed: SFT and the reward model (the kit's stages), then TRL's ``DPOTrainer`` on the
-curated pairs, TRL's ``RLOOTrainer`` and the kit's own PPO with the kit's reward model as the
-reward, each from the SFT model. Every model answers the same held-out prompts greedily; the gold judge scores
+For each seed: SFT and the reward model (the kit's stages), then the DPO stage (TRL's
+``DPOTrainer`` on the curated pairs, at the stage's settings unless given), TRL's ``RLOOTrainer``
+and the kit's own PPO with the kit's reward model as the reward, each from the SFT model. Every model answers the same held-out prompts greedily; the gold judge scores
 them, and the paired differences with SFT get a bootstrap 95% CI. A last run trains DPO at a
 learning rate ten times too high, the failure notebook 05's break-it lab shows.
 
@@ -40,9 +40,10 @@ def main() -> None:
     from course_lib.models import load_model, load_tokenizer
     from course_lib.rl import end_of_turn_rate
     from course_lib.stages import (
-        PPOStageConfig, RewardStageConfig, RunContext, SFTStageConfig, make_ppo_trainer, run_reward, run_sft,
+        DPOStageConfig, PPOStageConfig, RewardStageConfig, RunContext, SFTStageConfig, make_dpo_trainer, make_ppo_trainer,
+        run_reward, run_sft,
     )
-    from course_lib.trials import dpo_trial, rloo_trial
+    from course_lib.trials import rloo_trial
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -50,8 +51,8 @@ def main() -> None:
     parser.add_argument("--out", default="docs/results/preference_feasibility.json")
     parser.add_argument("--eval-prompts", type=int, default=150)
     parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--dpo-steps", type=int, default=40)
-    parser.add_argument("--dpo-lr", type=float, default=5e-4)
+    parser.add_argument("--dpo-steps", type=int, default=None, help="None: the DPO stage's default (the profile's budget)")
+    parser.add_argument("--dpo-lr", type=float, default=None, help="None: the DPO stage's default")
     parser.add_argument("--dpo-beta", type=float, default=0.1)
     parser.add_argument("--rloo-steps", type=int, default=30)
     parser.add_argument("--rloo-lr", type=float, default=5e-4)
@@ -72,7 +73,8 @@ def main() -> None:
         run = RunContext.create(Path(args.runs_dir) / f"seed{seed}", profile)
         ensure_curated_data(run.run_dir, seed=0)
         run_sft(SFTStageConfig(seed=seed, eval_prompts=0, progress=False), run)
-        run_reward(RewardStageConfig(seed=seed, ensemble_size=2, progress=False), run)  # PPO averages two
+        if not {"rloo", "ppo"} <= set(args.skip):
+            run_reward(RewardStageConfig(seed=seed, ensemble_size=2, progress=False), run)  # PPO averages two
         tok = load_tokenizer(profile, str(run.stage_dir("sft") / "merged"))
         evals = balanced_sample(list(load_records(run.data_file("eval_prompts.jsonl"))), args.eval_prompts)
         prompts = [e["prompt"] for e in evals]
@@ -87,10 +89,17 @@ def main() -> None:
             log = [h for h in trainer.state.log_history if "loss" in h]
             return trainer.model, log[-1] if log else {}
 
+        def dpo(name: str, steps: int | None, learning_rate: float | None):
+            """The DPO stage's trainer, trained, in a variant of the run (its folder stays apart)."""
+            cfg = DPOStageConfig(seed=seed, max_steps=steps, learning_rate=learning_rate, beta=args.dpo_beta,
+                                 eval_prompts=0, progress=False)
+            trainer = make_dpo_trainer(cfg, run.variant(name))
+            trainer.train()
+            return trainer
+
         if "dpo" not in args.skip:
             t = time.time()
-            model, last = trained(dpo_trial(run, seed=seed, steps=args.dpo_steps, learning_rate=args.dpo_lr,
-                                            beta=args.dpo_beta, out_dir=run.run_dir / "dpo"))
+            model, last = trained(dpo("dpo", args.dpo_steps, args.dpo_lr))
             record["dpo"] = {**summarize(gold_evaluate(model, tok, evals, max_new_tokens=args.max_new_tokens), sft, seed),
                              "seconds": time.time() - t, "last_log": last}
         if "rloo" not in args.skip:
@@ -115,8 +124,7 @@ def main() -> None:
                                             for k in ("reward", "gold", "kl", "eos_rate", "response_length")}}
         if "collapse" not in args.skip and seed == args.seeds[0]:
             t = time.time()
-            model, _ = trained(dpo_trial(run, seed=seed, steps=args.collapse_steps, learning_rate=args.collapse_lr,
-                                         beta=args.dpo_beta, out_dir=run.run_dir / "dpo_collapse"))
+            model, _ = trained(dpo("dpo_collapse", args.collapse_steps, args.collapse_lr))
             collapsed = gold_evaluate(model, tok, evals, max_new_tokens=args.max_new_tokens)
             record["collapse"] = {**summarize(collapsed, sft, seed), "seconds": time.time() - t,
                                   "end_of_turn": end_of_turn_rate(model, tok, prompts[:90], temperature=args.temperature,

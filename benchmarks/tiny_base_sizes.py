@@ -31,9 +31,9 @@ def main() -> None:
     from course_lib.generation import balanced_sample, gold_evaluate
     from course_lib.models import load_model, load_tokenizer
     from course_lib.rl import end_of_turn_rate
-    from course_lib.stages import RewardStageConfig, RunContext, SFTStageConfig, run_reward, run_sft
+    from course_lib.stages import (DPOStageConfig, RewardStageConfig, RunContext, SFTStageConfig, make_dpo_trainer,
+                                   run_reward, run_sft)
     from course_lib.tiny_base import TinyBaseConfig, build_tiny_base, shipped_base_dir
-    from course_lib.trials import dpo_trial
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", required=True, help="the candidate's name in the table")
@@ -62,8 +62,10 @@ def main() -> None:
     sft_model = load_model(profile, str(run.stage_dir("sft") / "merged"), for_training=False)
     sft = gold_evaluate(sft_model, tok, evals, max_new_tokens=args.max_new_tokens)
     t = time.time()
-    model = dpo_trial(run, seed=0, steps=args.dpo_steps, learning_rate=args.dpo_lr, beta=0.1,
-                      out_dir=run.run_dir / "dpo").model
+    dpo = make_dpo_trainer(DPOStageConfig(max_steps=args.dpo_steps, learning_rate=args.dpo_lr, beta=0.1, eval_prompts=0,
+                                          progress=False), run.variant("dpo"))
+    dpo.train()
+    model = dpo.model
     dpo_seconds = time.time() - t
     t = time.time()
     reward = run_reward(RewardStageConfig(seed=0, ensemble_size=2, progress=False), run).metrics

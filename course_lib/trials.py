@@ -1,14 +1,10 @@
-"""Short DPO and RLOO trials from a run's SFT model, with TRL's trainers: can preferences win here?
+"""A short RLOO trial from a run's SFT model, with TRL's ``RLOOTrainer``: the comparison in ``04_ppo``.
 
-Issue 9's feasibility question, asked before the PPO and DPO notebooks: on ``tiny-cpu``, does
-TRL's ``DPOTrainer`` on the curated pairs, or TRL's ``RLOOTrainer`` with the kit's reward model,
-raise the gold score over the SFT model? ``benchmarks/preference_feasibility.py`` answers it
-over seeds (``docs/preference_feasibility.md``); ``tests/test_learning_signals.py`` asserts it.
-Notebooks 04 and 05 build the full stages; these are the plain trainer calls they start from.
-
-Both trials train a LoRA adapter whose "off" state is the SFT model, so the reference the
-KL term (RLOO) or the implicit reward (DPO) measures against is the SFT model, never the bare
-base (DESIGN.md, "The reference model").
+TRL's ``RLOOTrainer`` with the kit's reward model, from the SFT model: notebook 04 sets it next
+to the kit's PPO (reward against wall time), and ``benchmarks/preference_feasibility.py`` measures
+its gold gain over seeds (``docs/preference_feasibility.md``). It trains a LoRA adapter whose "off"
+state is the SFT model, so the KL term measures against the SFT model, never the bare base
+(DESIGN.md, "The reference model").
 """
 from __future__ import annotations
 
@@ -20,31 +16,6 @@ from .models import load_model, load_tokenizer, lora_config
 from .stages.base import RunContext, common_training_args
 from .stages.lm_head import use_full_logits_on_cpu
 from .stages.reward import SFT_PRODUCER, load_reward_model, preference_rows, score_conversations
-
-
-def dpo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, beta: float, out_dir: Path,
-              batch_size: int = 16):
-    """TRL's ``DPOTrainer`` on ``prefs_train.jsonl``, from the SFT model with a fresh LoRA adapter.
-
-    Returns:
-        The trained trainer: ``trainer.model`` is the DPO policy, ``trainer.processing_class`` its tokenizer.
-    """
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
-
-    profile = run.profile
-    sft = str(run.artifact("sft", "merged", SFT_PRODUCER))
-    tok = load_tokenizer(profile, sft)
-    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in preference_rows(run, "prefs_train.jsonl")]
-    # The profile's precision and optimizer: TRL's own default, bf16, runs about 20x slower on a CPU.
-    args = DPOConfig(**_trainer_args(run, out_dir, steps, learning_rate, batch_size, seed), beta=beta,
-                     max_length=profile.model.max_seq_length)
-    trainer = DPOTrainer(model=load_model(profile, sft), args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tok, peft_config=lora_config(profile))
-    use_full_logits_on_cpu(trainer.model)
-    _quiet_with_clock(trainer)
-    trainer.train()
-    return trainer
 
 
 def rloo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, beta: float, temperature: float,

@@ -128,14 +128,15 @@ def test_whole_track_runs_headless(tmp_path):
     records its metrics and its by-hand checks, and shows no library noise."""
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "course_lib.track", "--name", "ci", "--runs-dir", str(runs),
-           "--set", "budgets.sft=30", "--set", "budgets.reward=30", "--set", "budgets.ppo=4", "--set", "budgets.dpo=20",
+           "--set", "budgets.sft=30", "--set", "budgets.reward=30", "--set", "budgets.ppo=4", "--set", "budgets.dpo=4",
            "--set", "data.eval_per_domain=12",
            # Notebook 01's own setting, not the profile's: later notebooks must train on what 01 built.
            "--param", "N_PER_DOMAIN=60",
            "--param", "EVAL_PROMPTS=15", "--param", "LABEL_PAIRS=12", "--param", "CURVE_LABELS=20,40",
            "--param", "CURVE_SEEDS=1", "--param", "CURVE_STEPS=6", "--param", "EXERCISE_STEPS=3",
            "--param", "PRETRAIN_STEPS=5", "--param", "ENSEMBLE_SIZE=2",
-           "--param", "LAB_STEPS=2", "--param", "LAB_BATCH=4", "--param", "BON_N=4", "--param", "BON_PROMPTS=1", "--param", "RLOO_STEPS=2"]
+           "--param", "LAB_STEPS=2", "--param", "LAB_BATCH=4", "--param", "BON_N=4", "--param", "BON_PROMPTS=1", "--param", "RLOO_STEPS=2",
+           "--param", "LAB_PROMPTS=6"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     run_dir = runs / "ci"
@@ -178,6 +179,18 @@ def test_whole_track_runs_headless(tmp_path):
     assert all(a["reward"] <= b["reward"] + 1e-6 for a, b in zip(best_of_n, best_of_n[1:]))
     assert all(row["gold"] <= row["gold_best"] + 1e-9 for row in best_of_n)
     assert (run_dir / "ppo" / "value_model" / "adapter_model.safetensors").is_file()
+    dpo = metrics["05_dpo"]
+    assert dpo["steps"] == 4 and abs(dpo["loss_at_start"] - 0.6931) < 1e-3
+    assert dpo["dpo_loss_by_hand_diff"] < 1e-4 and dpo["reference_vs_sft_diff"] < 1e-3
+    assert set(dpo["lab"]) == {"beta 0.1", "beta 1.0", "beta 0.1 + SFT term"} and set(dpo["versus_ppo"]) == {"DPO", "PPO"}
+    unified = metrics["06_unified_pipeline"]
+    # Notebooks 02-05 trained every stage but DPO-after-PPO: the pipeline reuses them and trains only that.
+    trained = [(s["ablation"], s["stage"]) for s in unified["stages"] if s["status"] == "trained"]
+    assert trained == [("sft+reward+ppo+dpo", "dpo")] and unified["rerun_trained"] == 0
+    assert set(unified["results"]) == {"sft", "sft+dpo", "sft+reward+ppo", "sft+reward+ppo+dpo"}
+    assert unified["results"]["sft+dpo"]["policy"] == "dpo/merged"
+    assert {row["stage"] for row in unified["planned_after_dpo_change"] if row["action"] == "train"} == {"dpo"}
+    assert all(row["action"] == "train" for row in unified["planned_after_sft_change"])
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
     state = json.loads((run_dir / "track_state.json").read_text())
     assert all(s["status"] == "done" for s in state["notebooks"].values())

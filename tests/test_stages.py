@@ -75,7 +75,7 @@ def test_configs_validate():
 def test_registry_holds_the_stages_and_rejects_duplicates():
     assert list(STAGES)[:4] == ["sft", "reward", "ppo", "dpo"]
     with pytest.raises(ValueError, match="already registered"):
-        register_stage("sft", run_sft, SFTStageConfig)
+        register_stage("sft", run_sft, SFTStageConfig, inputs=lambda cfg, run: {})
 
 
 def test_sft_writes_its_artifacts_and_is_cached(trained_run):

@@ -185,20 +185,21 @@ def xray(batch: RolloutBatch, tokenizer, row: int = 0):
 
 
 def kl_to_reference(policy, tokenizer, records: Sequence[dict[str, Any]], *, temperature: float, max_new_tokens: int,
-                    seed: int = 0, batch_size: int = 16) -> dict[str, float]:
-    """How far a LoRA policy has moved from its reference (the adapter switched off), in nats per reply.
+                    seed: int = 0, reference=None, batch_size: int = 16) -> dict[str, float]:
+    """How far a policy has moved from its reference, in nats per reply.
 
     Replies are sampled from the policy; each one's KL is the sum over its tokens of
     ``log pi(a_t) - log pi_ref(a_t)`` (the k1 estimate, at the sampling temperature), the
     quantity PPO penalises. DPO and PPO policies are compared on it (``05_dpo``).
 
     Args:
-        policy: a ``peft`` model whose adapter-off state is the reference.
+        policy: the policy; a ``peft`` model whose adapter-off state is the reference, unless ``reference`` is given.
         tokenizer: its tokenizer.
         records: records with a ``prompt``.
         temperature: sampling temperature (PPO's rollouts use 0.7).
         max_new_tokens: the longest reply.
         seed: seed of the sampling (the global random state is left as it was).
+        reference: a separate reference model with the same tokenizer (the pipeline's SFT model).
 
     Returns:
         ``{"mean": KL per reply, "eos_rate": share of replies that ended}``.
@@ -212,8 +213,11 @@ def kl_to_reference(policy, tokenizer, records: Sequence[dict[str, Any]], *, tem
             batch = sample_rollouts(policy, tokenizer, records[start:start + batch_size], max_new_tokens=max_new_tokens,
                                     temperature=temperature)
             logprobs = token_logprobs(policy, batch, temperature)[0]  # (batch, T)
-            with policy.disable_adapter():
-                ref_logprobs = token_logprobs(policy, batch, temperature)[0]
+            if reference is not None:
+                ref_logprobs = token_logprobs(reference, batch, temperature)[0]
+            else:
+                with policy.disable_adapter():
+                    ref_logprobs = token_logprobs(policy, batch, temperature)[0]
             per_reply += masked_sum(logprobs - ref_logprobs, batch.response_mask, dim=1).tolist()
             ended += batch.ended.tolist()
     return {"mean": sum(per_reply) / max(1, len(per_reply)), "eos_rate": sum(ended) / max(1, len(ended))}

@@ -4,48 +4,81 @@ Each stage offers ``make_<stage>_trainer(cfg, run)`` (the configured TRL trainer
 notebook to show and train), ``finish_<stage>(trainer, cfg, run)`` (save, measure, mark),
 and ``run_<stage>(cfg, run)``, the two with a cache, for the track and the pipeline.
 
-``STAGES`` maps a stage name to ``(run_function, config_class)``; the unified pipeline
-iterates it, and new stages (KTO, ORPO, GRPO...) join with :func:`register_stage`
-without touching the pipeline.
+``STAGES`` maps a stage name to its :class:`StageSpec` (runner, config class, inputs, what
+it needs before it); the unified pipeline (``course_lib.pipeline``) reads it, and new stages
+(GRPO, KTO, ORPO...) join with :func:`register_stage` without touching the pipeline.
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 from .base import RunContext, StageResult
-from .dpo import finish_dpo, make_dpo_trainer, run_dpo
+from .dpo import dpo_inputs, finish_dpo, make_dpo_trainer, run_dpo
 from .dpo_config import DPOStageConfig
-from .ppo import PPOTrainer, finish_ppo, make_ppo_trainer, run_ppo
+from .grpo import GRPOStageConfig, finish_grpo, grpo_inputs, make_grpo_trainer, run_grpo
+from .ppo import PPOTrainer, finish_ppo, make_ppo_trainer, ppo_inputs, run_ppo
 from .ppo_config import PPOStageConfig
-from .reward import finish_reward, load_reward_model, make_reward_trainer, run_reward
+from .reward import finish_reward, load_reward_model, make_reward_trainer, reward_inputs, run_reward
 from .reward_config import RewardStageConfig
-from .sft import finish_sft, make_sft_trainer, run_sft
+from .sft import finish_sft, make_sft_trainer, run_sft, sft_inputs
 from .sft_config import SFTStageConfig
 
-STAGES: dict[str, tuple[Callable[..., StageResult], type]] = {}
+@dataclass(frozen=True)
+class StageSpec:
+    """What the unified pipeline needs to know about a stage.
+
+    Attributes:
+        run: ``run(cfg, run_context) -> StageResult``, cached and resumable.
+        config_class: the stage's config dataclass.
+        inputs: ``inputs(cfg, run_context) -> {name: path}``: what its completion hash covers.
+        policy: True when it produces a policy (``<stage>/merged``) a later stage can start from.
+        needs: stages that must come before it in an ablation.
+        start_field: the config field naming the policy stage it starts from (None: always the SFT model).
+    """
+
+    run: Callable[..., StageResult]
+    config_class: type
+    inputs: Callable[[Any, RunContext], dict[str, Path]]
+    policy: bool = False
+    needs: tuple[str, ...] = ()
+    start_field: str | None = None
 
 
-def register_stage(name: str, run: Callable[..., StageResult], config_class: type) -> None:
-    """Add a stage to the registry.
+STAGES: dict[str, StageSpec] = {}
+
+
+def register_stage(name: str, run: Callable[..., StageResult], config_class: type, *,
+                   inputs: Callable[[Any, RunContext], dict[str, Path]], policy: bool = False,
+                   needs: tuple[str, ...] = (), start_field: str | None = None) -> None:
+    """Add a stage to the registry; the pipeline can then run it by name.
 
     Args:
-        name: the stage's folder name in the run directory.
+        name: the stage's folder name in the run directory and its name in pipeline files.
         run: ``run(cfg, run_context) -> StageResult``.
         config_class: the stage's config dataclass.
+        inputs: ``inputs(cfg, run_context) -> {name: path}``, the files its completion hash covers.
+        policy: whether it writes a policy (``<stage>/merged``) later stages may start from.
+        needs: stages that must come before it in an ablation (``("sft", "reward")`` for PPO).
+        start_field: its config field naming the policy stage to start from, if it has one.
     """
     if name in STAGES:
         raise ValueError(f"stage {name!r} is already registered")
-    STAGES[name] = (run, config_class)
+    STAGES[name] = StageSpec(run, config_class, inputs, policy, needs, start_field)
 
 
-register_stage("sft", run_sft, SFTStageConfig)
-register_stage("reward", run_reward, RewardStageConfig)
-register_stage("ppo", run_ppo, PPOStageConfig)
-register_stage("dpo", run_dpo, DPOStageConfig)
+register_stage("sft", run_sft, SFTStageConfig, inputs=lambda cfg, run: sft_inputs(run), policy=True)
+register_stage("reward", run_reward, RewardStageConfig, inputs=reward_inputs, needs=("sft",))
+register_stage("ppo", run_ppo, PPOStageConfig, inputs=ppo_inputs, policy=True, needs=("sft", "reward"))
+register_stage("dpo", run_dpo, DPOStageConfig, inputs=dpo_inputs, policy=True, needs=("sft",), start_field="start_from")
+# TRL's GRPO, added as any new stage is: nothing in course_lib.pipeline names it.
+register_stage("grpo", run_grpo, GRPOStageConfig, inputs=grpo_inputs, policy=True, needs=("sft", "reward"),
+               start_field="start_from")
 
 __all__ = [
-    "DPOStageConfig", "PPOStageConfig", "PPOTrainer", "STAGES", "RewardStageConfig", "RunContext", "SFTStageConfig",
-    "StageResult", "finish_dpo", "finish_ppo", "finish_reward", "finish_sft", "load_reward_model", "make_dpo_trainer",
-    "make_ppo_trainer", "make_reward_trainer", "make_sft_trainer", "register_stage", "run_dpo", "run_ppo", "run_reward",
+    "DPOStageConfig", "GRPOStageConfig", "PPOStageConfig", "PPOTrainer", "STAGES", "RewardStageConfig", "RunContext", "SFTStageConfig",
+    "StageResult", "StageSpec", "finish_dpo", "finish_grpo", "finish_ppo", "finish_reward", "finish_sft", "load_reward_model", "make_dpo_trainer",
+    "make_grpo_trainer", "make_ppo_trainer", "make_reward_trainer", "make_sft_trainer", "register_stage", "run_dpo", "run_grpo", "run_ppo", "run_reward",
     "run_sft",
 ]

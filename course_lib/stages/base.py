@@ -47,18 +47,19 @@ class RunContext:
         path.mkdir(parents=True, exist_ok=True)
         return cls(run_dir=path, profile=prof)
 
-    def variant(self, name: str) -> "RunContext":
+    def variant(self, name: str, copy_data: bool = True) -> "RunContext":
         """A run beside this one for an experiment (an exercise, an ablation): ``<run>/variants/<name>``.
 
-        It starts with a copy of this run's curated data (so it may change its own copy), and
-        reads this run's finished stages until it has run them itself. Nothing it does
-        touches this run's files.
+        It reads this run's finished stages until it has run them itself, and nothing it does
+        touches this run's files. With ``copy_data`` it starts with a copy of this run's curated
+        data, so it may change its own copy; without, it reads this run's data (the pipeline's
+        ablations, which must all see the same data).
         """
         import shutil
 
         path = self.run_dir / "variants" / name
         data = path / "data"
-        if not data.is_dir() and (self.run_dir / "data").is_dir():
+        if copy_data and not data.is_dir() and (self.run_dir / "data").is_dir():
             shutil.copytree(self.run_dir / "data", data, ignore=shutil.ignore_patterns(".*", "raw"))
         path.mkdir(parents=True, exist_ok=True)
         return RunContext(run_dir=path, profile=self.profile, parent=self)
@@ -73,6 +74,8 @@ class RunContext:
     def data_file(self, name: str) -> Path:
         """A curated data file, or a clear error naming the notebook that writes it."""
         path = self.run_dir / "data" / name
+        if not path.is_file() and self.parent is not None and not (self.run_dir / "data").is_dir():
+            return self.parent.data_file(name)
         producer = PRODUCERS.get(name, "notebook 01_data_curation (or course_lib.data.ensure_curated_data)")
         if not path.is_file():
             raise MissingArtifactError(f"curated data file '{name}'", path, producer)
@@ -128,10 +131,14 @@ def model_identity(profile: Profile) -> str:
     return files_digest(local) if local.is_dir() else name
 
 
+DISPLAY_ONLY = ("progress",)
+"""Config fields that change what a learner sees, not what a stage computes: left out of its hash."""
+
+
 def stage_hash(config: Any, profile: Profile, inputs: dict[str, Path]) -> str:
     """The completion hash: stage config, profile, base model, input artifacts and code version."""
     return digest_json({
-        "config": dataclasses.asdict(config),
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in DISPLAY_ONLY},
         "profile": {k: v for k, v in profile.to_dict().items() if k != "source"},
         "model": model_identity(profile),
         "inputs": {name: files_digest(p) for name, p in sorted(inputs.items())},

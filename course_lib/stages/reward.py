@@ -263,7 +263,7 @@ def load_reward_model(run: RunContext, member: int = 0, trainable: bool = False)
     return model if trainable else model.eval()
 
 
-def _inputs(cfg: RewardStageConfig, run: RunContext) -> dict[str, Path]:
+def reward_inputs(cfg: RewardStageConfig, run: RunContext) -> dict[str, Path]:
     return {"sft": run.artifact("sft", "merged", SFT_PRODUCER), "train": run.data_file(cfg.train_file),
             "val": run.data_file("prefs_val.jsonl")}
 
@@ -288,7 +288,7 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext) -> StageResu
     from sklearn.model_selection import KFold
 
     profile, out = run.profile, run.stage_dir(STAGE)
-    inputs = _inputs(cfg, run)
+    inputs = reward_inputs(cfg, run)
     digest = stage_hash(cfg, profile, inputs)
     max_length = profile.model.max_seq_length
     tok = trainer.processing_class
@@ -358,7 +358,7 @@ def run_reward(cfg: RewardStageConfig, run: RunContext, callbacks: list | None =
         DataError: the validation pairs hold no pair the gold judge can order.
     """
     out = run.stage_dir(STAGE)
-    if completed(out, stage_hash(cfg, run.profile, _inputs(cfg, run))):
+    if completed(out, stage_hash(cfg, run.profile, reward_inputs(cfg, run))):
         return StageResult(STAGE, out, load_stage_metrics(out), skipped=True)
     (out / MARKER).unlink(missing_ok=True)
     trainer = make_reward_trainer(cfg, run, callbacks=callbacks)
