@@ -48,7 +48,7 @@ def test_runs_in_order_injects_parameters_and_reports(track_dir):
     assert (run_dir / "notebooks" / "00_first.ipynb").is_file()
     assert load_metrics(run_dir) == {"00_first": {"value": 21, "seed": 3}, "01_second": {"value": 21, "seed": 3}}
     report = (run_dir / "report.md").read_text()
-    assert "## 00_first" in report and "| value | 21 |" in report
+    assert "## Headline" in report and "### 00_first" in report and "| value | 21 |" in report
     assert "<table>" in (run_dir / "report.html").read_text()
     assert any("[1/2] 00_first: running" in line for line in lines)
     assert (run_dir / "profile.yaml").is_file()
