@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import platform
-import shutil
 import sys
 import sysconfig
 import time

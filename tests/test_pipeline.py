@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -206,3 +207,42 @@ def test_the_command_line_runs_a_pipeline_under_accelerate_launch(tmp_path, data
     bad = subprocess.run([sys.executable, "-m", "course_lib.pipeline", str(tmp_path / "none.yaml")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "none.yaml" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.unit
+def test_resuming_passes_over_a_checkpoint_a_kill_left_half_written(tmp_path):
+    from course_lib.stages.base import last_checkpoint
+
+    for step, files in ((2, ["trainer_state.json", "adapter_model.safetensors"]), (4, ["adapter_model.safetensors"])):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_text("x")
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    assert last_checkpoint(tmp_path / "none") is None
+
+
+@pytest.mark.slow
+def test_a_pipeline_killed_with_sigkill_resumes(tmp_path, data_dir):
+    """The command line killed (-9) while DPO trains; run again, DPO resumes from its last whole checkpoint."""
+    import signal
+    import time
+
+    run = new_run(tmp_path, data_dir)
+    stages = {"sft": STAGE_SETTINGS["sft"], "dpo": {**STAGE_SETTINGS["dpo"], "max_steps": 40}}
+    path = write_pipeline(tmp_path / "p.yaml", stages=stages, ablations={"sft+dpo": ["sft", "dpo"]})
+    cmd = [sys.executable, "-m", "course_lib.pipeline", str(path), "--run", str(run.run_dir), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoints = run.stage_dir("dpo") / "checkpoints"
+    deadline = time.time() + 300
+    while not list(checkpoints.glob("checkpoint-2/trainer_state.json")):
+        assert proc.poll() is None and time.time() < deadline, "the pipeline ended before DPO saved a checkpoint"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run.stage_dir("dpo") / "COMPLETE").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[sft+dpo] sft     reused" in again.stdout and "[sft+dpo] dpo     trained" in again.stdout
+    metrics = json.loads((run.stage_dir("dpo") / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] >= 2 and metrics["global_step"] == 40

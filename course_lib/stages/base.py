@@ -167,15 +167,47 @@ def finish_stage(stage_dir: Path, digest: str, config: Any, metrics: dict[str, A
 
 
 def last_checkpoint(folder: Path) -> Path | None:
-    """The newest ``checkpoint-<step>`` folder under ``folder``, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest *complete* ``checkpoint-<step>`` folder under ``folder``, or None.
 
-    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-    return Path(found) if found else None
+    transformers writes a checkpoint in place and its ``trainer_state.json`` last; a process killed
+    while writing leaves a folder without it, which resuming from would fail on. Such a folder is
+    passed over for the one before it. (The kit's PPO writes its checkpoints whole, with
+    ``trainer_state.pt``, by renaming a finished temporary folder.)
+    """
+    import re
+
+    if not folder.is_dir():
+        return None
+    steps = sorted(((int(m.group(1)), p) for p in folder.iterdir()
+                    if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))), reverse=True)
+    return next((p for _, p in steps if (p / "trainer_state.json").is_file() or (p / "trainer_state.pt").is_file()), None)
 
 
 def load_stage_metrics(stage_dir: Path) -> dict[str, Any]:
     return json.loads((stage_dir / "metrics.json").read_text())
+
+
+def run_cached_trl_stage(stage: str, cfg: Any, run: "RunContext", inputs: dict[str, Path], make, finish,
+                         callbacks: list | None = None) -> StageResult:
+    """A TRL-trainer stage with its cache: skip when done with the same inputs, resume when interrupted.
+
+    Args:
+        stage: the stage folder's name.
+        cfg: the stage's config (its ``resume`` says whether to continue from a checkpoint).
+        run: the run.
+        inputs: what the stage reads (its completion hash covers them).
+        make: ``make(cfg, run, callbacks) -> trainer``.
+        finish: ``finish(trainer, cfg, run, resumed_from_step=...) -> StageResult``.
+        callbacks: extra ``transformers`` trainer callbacks.
+    """
+    out = run.stage_dir(stage)
+    if completed(out, stage_hash(cfg, run.profile, inputs)):
+        return StageResult(stage, out, load_stage_metrics(out), skipped=True)
+    (out / MARKER).unlink(missing_ok=True)
+    trainer = make(cfg, run, callbacks)
+    checkpoint = last_checkpoint(out / "checkpoints") if cfg.resume else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    return finish(trainer, cfg, run, resumed_from_step=int(checkpoint.name.split("-")[-1]) if checkpoint else None)
 
 
 class ComputeLedger:

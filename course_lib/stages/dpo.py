@@ -22,8 +22,8 @@ from ..data import load_records
 from ..generation import balanced_sample
 from ..models import detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
 from .base import (
-    MARKER, ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, completed,
-    finish_stage, last_checkpoint, ledger_of, load_stage_metrics, stage_hash,
+    ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, finish_stage, ledger_of,
+    run_cached_trl_stage, stage_hash,
 )
 from .dpo_config import DPOStageConfig
 from .lm_head import use_full_logits_on_cpu
@@ -156,11 +156,4 @@ def run_dpo(cfg: DPOStageConfig, run: RunContext, callbacks: list | None = None)
     Raises:
         MissingArtifactError: no starting model (notebook 02 or 04) or no curated pairs (notebook 01).
     """
-    out = run.stage_dir(STAGE)
-    if completed(out, stage_hash(cfg, run.profile, dpo_inputs(cfg, run))):
-        return StageResult(STAGE, out, load_stage_metrics(out), skipped=True)
-    (out / MARKER).unlink(missing_ok=True)
-    trainer = make_dpo_trainer(cfg, run, callbacks)
-    checkpoint = last_checkpoint(out / "checkpoints") if cfg.resume else None
-    trainer.train(resume_from_checkpoint=checkpoint)
-    return finish_dpo(trainer, cfg, run, resumed_from_step=int(checkpoint.name.split("-")[-1]) if checkpoint else None)
+    return run_cached_trl_stage(STAGE, cfg, run, dpo_inputs(cfg, run), make_dpo_trainer, finish_dpo, callbacks)

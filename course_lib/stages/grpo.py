@@ -19,8 +19,8 @@ from ..errors import ConfigError
 from ..generation import balanced_sample
 from ..models import detect_device, load_model, load_tokenizer, lora_config
 from .base import (
-    MARKER, ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, completed,
-    finish_stage, last_checkpoint, ledger_of, load_stage_metrics, stage_hash,
+    ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, finish_stage, ledger_of,
+    run_cached_trl_stage, stage_hash,
 )
 from .dpo import PRODUCERS
 from .lm_head import use_full_logits_on_cpu
@@ -118,11 +118,4 @@ def finish_grpo(trainer, cfg: GRPOStageConfig, run: RunContext, resumed_from_ste
 
 def run_grpo(cfg: GRPOStageConfig, run: RunContext, callbacks: list | None = None) -> StageResult:
     """The GRPO stage with its cache: skip when done with the same inputs, resume when interrupted."""
-    out = run.stage_dir(STAGE)
-    if completed(out, stage_hash(cfg, run.profile, grpo_inputs(cfg, run))):
-        return StageResult(STAGE, out, load_stage_metrics(out), skipped=True)
-    (out / MARKER).unlink(missing_ok=True)
-    trainer = make_grpo_trainer(cfg, run, callbacks)
-    checkpoint = last_checkpoint(out / "checkpoints") if cfg.resume else None
-    trainer.train(resume_from_checkpoint=checkpoint)
-    return finish_grpo(trainer, cfg, run, resumed_from_step=int(checkpoint.name.split("-")[-1]) if checkpoint else None)
+    return run_cached_trl_stage(STAGE, cfg, run, grpo_inputs(cfg, run), make_grpo_trainer, finish_grpo, callbacks)

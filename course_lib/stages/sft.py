@@ -17,8 +17,8 @@ from ..data import load_records
 from ..generation import balanced_sample, gold_evaluate
 from ..models import detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
 from .base import (
-    MARKER, ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, completed,
-    finish_stage, last_checkpoint, ledger_of, load_stage_metrics, stage_hash,
+    ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, finish_stage, ledger_of,
+    run_cached_trl_stage, stage_hash,
 )
 from .lm_head import use_full_logits_on_cpu
 from .sft_config import SFTStageConfig
@@ -179,11 +179,4 @@ def run_sft(cfg: SFTStageConfig, run: RunContext, callbacks: list | None = None)
     Raises:
         MissingArtifactError: the curated data of notebook 01 is not in the run directory.
     """
-    out = run.stage_dir(STAGE)
-    if completed(out, stage_hash(cfg, run.profile, sft_inputs(run))):
-        return StageResult(STAGE, out, load_stage_metrics(out), skipped=True)
-    (out / MARKER).unlink(missing_ok=True)
-    trainer = make_sft_trainer(cfg, run, callbacks)
-    checkpoint = last_checkpoint(out / "checkpoints") if cfg.resume else None
-    trainer.train(resume_from_checkpoint=checkpoint)
-    return finish_sft(trainer, cfg, run, resumed_from_step=int(checkpoint.name.split("-")[-1]) if checkpoint else None)
+    return run_cached_trl_stage(STAGE, cfg, run, sft_inputs(run), make_sft_trainer, finish_sft, callbacks)
