@@ -93,15 +93,15 @@ def _gain_over_sft(model, tok, evals, sft) -> dict:
 
 
 def test_dpo_raises_the_gold_score_over_sft(preference_run):
-    """The DPO stage at its defaults (tiny-cpu: 30 steps of 16 pairs). Measured on three seeds, every CI
-    above zero (docs/preference_feasibility.md)."""
+    """The DPO stage at its defaults (tiny-cpu: 30 steps of 16 pairs). Measured on three seeds: +0.035,
+    +0.049, +0.052, every CI above zero (docs/preference_feasibility.md)."""
     from course_lib.stages import DPOStageConfig, make_dpo_trainer
 
     run, tok, evals, sft = preference_run
     trainer = make_dpo_trainer(DPOStageConfig(seed=PREF_SEED, eval_prompts=0, progress=False), run.variant("dpo"))
     trainer.train()
     gain = _gain_over_sft(trainer.model, tok, evals, sft)
-    assert gain["ci_low"] > 0, gain
+    assert gain["mean"] > 0.02 and gain["ci_low"] > 0, gain
 
 
 def test_rloo_raises_the_reward_models_score_of_its_rollouts(preference_run, tmp_path):
