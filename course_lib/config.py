@@ -40,8 +40,8 @@ class ModelSettings:
     """
 
     name: str = field(default=TINY_BASE, metadata=_meta("hub id, local folder, or 'tiny-base'"))
-    dtype: Literal["float32", "bfloat16", "float16"] = field(
-        default="float32", metadata=_meta("dtype of the unquantized weights")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="float32", metadata=_meta("dtype of the unquantized weights; auto: bf16 on GPUs with native bf16, else fp16, fp32 on CPU")
     )
     trust_remote_code: bool = field(default=False, metadata=_meta("allow code shipped with the model to run"))
     max_seq_length: int = field(default=256, metadata=_meta("longest training sequence in tokens", min=16))
@@ -54,8 +54,8 @@ class QuantizationSettings:
     load_in_4bit: bool = field(default=False, metadata=_meta("load the base in 4 bits (bitsandbytes)"))
     quant_type: Literal["nf4", "fp4"] = field(default="nf4", metadata=_meta("4-bit data type"))
     double_quant: bool = field(default=True, metadata=_meta("also quantize the quantization constants"))
-    compute_dtype: Literal["float32", "bfloat16", "float16"] = field(
-        default="bfloat16", metadata=_meta("dtype the 4-bit matmuls compute in")
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata=_meta("dtype the 4-bit matmuls compute in; auto as for model.dtype")
     )
 
 

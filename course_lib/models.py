@@ -137,12 +137,15 @@ def quantization_config(profile: Profile):
         return None
     from transformers import BitsAndBytesConfig
 
+    from .preflight import resolved_precision
+
+    compute = resolved_precision(profile)["compute_dtype"]
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=q.quant_type,
         bnb_4bit_use_double_quant=q.double_quant,
-        bnb_4bit_compute_dtype=_torch_dtype(q.compute_dtype),
-        bnb_4bit_quant_storage=_torch_dtype(q.compute_dtype),
+        bnb_4bit_compute_dtype=_torch_dtype(compute),
+        bnb_4bit_quant_storage=_torch_dtype(compute),
     )
 
 
@@ -178,13 +181,16 @@ def load_model(profile: Profile, path: str | None = None, *, num_labels: int | N
     """
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    from .preflight import resolved_precision
+
     source = path or resolve_model_path(profile.model.name)
     device = detect_device(profile.device)
     if device == "cpu":
         _hide_per_model_bars()
     quant = quantization_config(profile)
+    precision = resolved_precision(profile)  # "auto" dtypes chosen for this machine's GPU
     kwargs: dict[str, Any] = dict(
-        dtype=_torch_dtype(profile.quantization.compute_dtype if quant else profile.model.dtype),
+        dtype=_torch_dtype(precision["compute_dtype"] if quant else precision["dtype"]),
         use_safetensors=True,
         trust_remote_code=profile.model.trust_remote_code,
     )

@@ -286,13 +286,31 @@ def _init_main(argv: list[str]) -> int:
     return 0
 
 
+def _doctor_main(argv: list[str]) -> int:
+    from .preflight import doctor, format_report, machine_facts
+
+    parser = argparse.ArgumentParser(prog="course-track doctor",
+                                     description="Check this machine: versions, GPU, bf16, 4-bit, memory, disk, hub; "
+                                                 "then whether each profile fits.")
+    parser.add_argument("--profile", action="append", help="check only this profile (name or YAML path; repeatable)")
+    parser.add_argument("--runs-dir", default="runs", help="where runs go (its disk's free space counts)")
+    parser.add_argument("--check-hub", action="store_true", help="try to reach the Hugging Face hub")
+    args = parser.parse_args(argv)
+    facts = machine_facts(args.runs_dir, check_hub=args.check_hub)
+    print(format_report(facts, doctor(facts, args.profile)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``course-track``); returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["init"]:
         return _init_main(argv[1:])
+    if argv[:1] == ["doctor"]:
+        return _doctor_main(argv[1:])
     parser = argparse.ArgumentParser(prog="course-track", description=__doc__.split("\n\n")[0],
-                                     epilog="course-track init FOLDER copies the notebooks into a working folder.")
+                                     epilog="course-track init FOLDER copies the notebooks into a working folder; "
+                                            "course-track doctor checks this machine against the profiles.")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="profile name or YAML path (default: %(default)s)")
     parser.add_argument("--name", default="tiny", help="run name; outputs go to <runs-dir>/<name> (default: %(default)s)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of runs (default: %(default)s)")

@@ -25,7 +25,8 @@ def test_shipped_profiles_load_and_validate():
 def test_gpu_qlora_profile_is_a_qlora_recipe():
     gpu = load_profile("gpu-qlora")
     q = gpu.quantization
-    assert (q.load_in_4bit, q.quant_type, q.double_quant, q.compute_dtype) == (True, "nf4", True, "bfloat16")
+    assert (q.load_in_4bit, q.quant_type, q.double_quant, q.compute_dtype) == (True, "nf4", True, "auto")
+    assert gpu.model.dtype == "auto"  # bf16 or fp16, chosen for the GPU (course_lib.preflight.choose_precision)
     assert gpu.lora.enabled and gpu.lora.target_modules == "all-linear"
     assert gpu.lora.r > 0 and gpu.lora.alpha > 0 and 0 <= gpu.lora.dropout < 1
     assert gpu.training.gradient_checkpointing and gpu.training.optim == "paged_adamw_8bit"

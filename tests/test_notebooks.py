@@ -154,6 +154,8 @@ def test_whole_track_runs_headless(tmp_path):
     assert not noise, "\n".join(noise)
     setup = metrics["00_setup"]
     assert setup["device"] == "cpu" and setup["parameters"] > 1_000_000
+    verdicts = {v["profile"]: v["verdict"] for v in setup["preflight"]["verdicts"]}
+    assert verdicts == {"tiny-cpu": "fits", "gpu-qlora": "does not fit"} and setup["precision"]["dtype"] == "float32"
     assert setup["pretrain_loss_by_hand_diff"] < 1e-5
     curation = metrics["01_data_curation"]
     assert curation["cards_complete"] is True and curation["final_sizes"]["sft_train"] > 0

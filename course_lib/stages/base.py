@@ -335,9 +335,11 @@ def common_training_args(profile: Profile, *, output_dir: Path, max_steps: int, 
             off for the many small trainings an experiment runs, which show one bar of their own.
     """
     from ..models import detect_device
+    from ..preflight import resolved_precision
 
     on_gpu = detect_device(profile.device) == "cuda"
-    half = profile.quantization.compute_dtype if profile.quantization.load_in_4bit else profile.model.dtype
+    precision = resolved_precision(profile)  # fp16 (with the trainer's loss scaling) where bf16 is not native
+    half = precision["compute_dtype"] if profile.quantization.load_in_4bit else precision["dtype"]
     return dict(
         output_dir=str(output_dir),
         max_steps=max_steps,
