@@ -4,6 +4,7 @@ VENV    ?= .venv
 PROFILE ?= tiny-cpu
 RUN     ?= tiny
 ARGS    ?=
+LATEST  ?=
 PY      := $(VENV)/bin/python
 
 # The embedded profile never touches the network; hub profiles may download their model.
@@ -14,7 +15,7 @@ endif
 .PHONY: setup track test test-unit clean-runs
 
 setup:
-	@bash scripts/setup_env.sh
+	@LATEST=$(LATEST) bash scripts/setup_env.sh
 
 track: setup
 	$(OFFLINE) $(PY) -m course_lib.track --profile $(PROFILE) --name $(RUN) $(ARGS)

@@ -28,6 +28,26 @@ def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str | N
     return out
 
 
+DRIFT_WATCHED = ("trl", "transformers", "peft")
+"""The packages whose APIs the kit calls most, and rename most often (TRL renamed `tokenizer`, removed PPO)."""
+
+
+def verified_versions() -> dict[str, str]:
+    """The versions the kit's test suite passed with (``scripts/lock_versions.py`` writes them)."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "assets" / "verified_versions.json"
+    return json.loads(path.read_text())["packages"] if path.is_file() else {}
+
+
+def version_drift(names: tuple[str, ...] = DRIFT_WATCHED) -> list[dict[str, str | None]]:
+    """Packages installed at another version than the verified one: ``[{"package", "installed", "verified"}]``."""
+    verified, installed = verified_versions(), package_versions(names)
+    return [{"package": name, "installed": installed[name], "verified": verified[name]}
+            for name in names if name in verified and installed[name] != verified[name]]
+
+
 def environment_report() -> dict[str, object]:
     """Python, platform, cores, accelerator and package versions, as a flat-ish dict."""
     import torch

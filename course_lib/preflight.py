@@ -220,8 +220,14 @@ def doctor(facts: MachineFacts, profiles: list[str] | None = None) -> list[dict[
 
 def format_report(facts: MachineFacts, verdicts: list[dict[str, Any]]) -> str:
     """The preflight as text: the facts, then one verdict per profile."""
+    from .env import DRIFT_WATCHED, verified_versions
+
+    verified = verified_versions()
     lines = [f"python {facts.python}; torch build: " + (f"CUDA {facts.torch_cuda}" if facts.torch_cuda else "CPU")]
-    lines += [f"  {name}: {version or 'not installed'}" for name, version in facts.packages.items()]
+    for name, version in facts.packages.items():
+        differs = name in DRIFT_WATCHED and name in verified and version != verified[name]
+        lines.append(f"  {name}: {version or 'not installed'}"
+                     + (f"   <- the kit was verified with {verified[name]}" if differs else ""))
     for i, gpu in enumerate(facts.gpus):
         lines.append(f"GPU {i}: {gpu.name}, compute capability {_cc(gpu)}, {gpu.free_gb} of {gpu.total_gb} GB free, "
                      f"bf16 {'native' if gpu.native_bf16 else 'not native'}")

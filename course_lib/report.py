@@ -84,7 +84,9 @@ def headline(metrics: dict[str, dict[str, Any]], track_state: dict[str, Any] | N
                         "answer_swap": swap.get("own_preferred_rate")}
     notebooks = [{"notebook": name, "status": s.get("status"), "seconds": s.get("seconds")}
                  for name, s in ((track_state or {}).get("notebooks") or {}).items()]
-    return {"stages": stages, "variants": variants, "reward_model": reward_model, "notebooks": notebooks}
+    versions = (track_state or {}).get("versions") or {}
+    return {"stages": stages, "variants": variants, "reward_model": reward_model, "notebooks": notebooks,
+            "versions": {k: v for k, v in versions.items() if v}}
 
 
 def _headline_markdown(head: dict[str, Any]) -> list[str]:
@@ -114,6 +116,13 @@ def _headline_markdown(head: dict[str, Any]) -> list[str]:
         lines.append("")
     if len(lines) == 2:
         lines += ["No notebook has recorded results yet.", ""]
+    if head.get("versions"):
+        from .env import verified_versions
+
+        verified = verified_versions()
+        shown = [f"{name} {version}" + (f" (verified: {verified[name]})" if verified.get(name, version) != version else "")
+                 for name, version in head["versions"].items()]
+        lines += ["Software: " + ", ".join(shown) + ".", ""]
     return lines
 
 

@@ -27,8 +27,9 @@ from typing import Any
 
 import yaml
 
-from .atomic import atomic_write_json, atomic_write_yaml
+from .atomic import atomic_write_json, atomic_write_text, atomic_write_yaml
 from .config import DEFAULT_PROFILE, load_profile
+from .env import package_versions
 from .errors import ConfigError
 from .exercises import with_solutions
 from .paths import TRACK_FOLDERS, notebooks_dir, track_source_dir
@@ -192,6 +193,7 @@ def run_track(cfg: TrackConfig, log=print) -> dict[str, Any]:
                    "RUN_SOLUTIONS": cfg.solutions, **cfg.params}
     state = _load_state(run_dir)
     state["profile"] = profile.name
+    state["versions"] = package_versions()
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(exist_ok=True)
     for i, notebook in enumerate(notebooks, 1):
@@ -224,6 +226,7 @@ def run_track(cfg: TrackConfig, log=print) -> dict[str, Any]:
             atomic_write_json(run_dir / STATE_FILE, state)
             build_report(run_dir, f"Run {cfg.name} ({profile.name})", state)
             raise _failure_from(exc, notebook, output) from None
+        _stamp_versions(output, profile.name)
         seconds = round(time.time() - started, 1)
         state["notebooks"][notebook.stem] = {"status": "done", "fingerprint": fingerprint, "seconds": seconds}
         atomic_write_json(run_dir / STATE_FILE, state)
@@ -231,6 +234,15 @@ def run_track(cfg: TrackConfig, log=print) -> dict[str, Any]:
     paths = build_report(run_dir, f"Run {cfg.name} ({profile.name})", state)
     state["report"] = {k: str(v) for k, v in paths.items()}
     return state
+
+
+def _stamp_versions(executed: Path, profile: str) -> None:
+    """Record in the executed notebook's metadata the package versions and the profile it ran with."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata["course_lib"] = {"profile": profile, "versions": package_versions()}
+    atomic_write_text(executed, nbformat.writes(nb))
 
 
 def _parse_assignments(items: list[str], flag: str) -> dict[str, Any]:

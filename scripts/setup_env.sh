@@ -10,6 +10,9 @@ set -euo pipefail
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 EXTRAS="${EXTRAS:-dev}"
+# LATEST=1 (in a new environment): the newest releases the ranges allow, instead of constraints.txt (the versions the
+# test suite passed with, written by scripts/lock_versions.py).
+LATEST="${LATEST:-}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
 
@@ -36,11 +39,19 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     fi
 fi
 
-# Reinstall the kit only when its dependency list changed.
-want="$(sha256sum pyproject.toml | cut -c1-16)-$EXTRAS"
+CONSTRAINTS=()
+if [ -z "$LATEST" ] && [ -f constraints.txt ]; then
+    CONSTRAINTS=(-c constraints.txt)
+fi
+# Reinstall the kit only when its dependency list, its constraints or the choice changed.
+want="$(cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)-$EXTRAS-${LATEST:+latest}"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-    echo "[setup] installing course_lib[$EXTRAS] (editable)"
-    "${PIP[@]}" install -e ".[$EXTRAS]"
+    if [ ${#CONSTRAINTS[@]} -gt 0 ]; then
+        echo "[setup] installing course_lib[$EXTRAS] (editable) at the verified versions (constraints.txt)"
+    else
+        echo "[setup] installing course_lib[$EXTRAS] (editable) at the newest versions the ranges allow"
+    fi
+    "${PIP[@]}" install -e ".[$EXTRAS]" "${CONSTRAINTS[@]}"
     echo "$want" > "$STAMP"
 fi
 "$VENV/bin/python" -m ipykernel install --prefix "$VENV" --name python3 >/dev/null

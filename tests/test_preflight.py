@@ -92,3 +92,17 @@ def test_course_track_doctor_runs_on_this_machine():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "tiny-cpu: FITS" in out.stdout and "gpu-qlora:" in out.stdout and "bitsandbytes 4-bit:" in out.stdout
     assert "hub: offline (HF_HUB_OFFLINE=1)" in out.stdout  # the tests run offline: no network check
+
+
+def test_the_constraints_pin_what_the_suite_runs_with_and_leave_torch_to_the_machine():
+    from pathlib import Path
+
+    from course_lib.env import DRIFT_WATCHED, package_versions, verified_versions
+
+    repo = Path(__file__).resolve().parents[1]
+    pins = dict(line.split("==") for line in (repo / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert not any(name.lower().startswith(("torch", "nvidia-", "triton")) for name in pins)
+    installed, verified = package_versions(DRIFT_WATCHED), verified_versions()
+    assert all(pins[name] == verified[name] == installed[name] for name in DRIFT_WATCHED), (pins, verified, installed)
+    assert "-c constraints.txt" in (repo / "scripts" / "setup_env.sh").read_text()

@@ -35,7 +35,8 @@ def recorded_run(tmp_path):
     record_metrics(tmp_path, "06_unified_pipeline", {"results": results})
     state = {"notebooks": {name: {"status": "done", "seconds": 60.0 + i}
                            for i, name in enumerate(["00_setup", "01_data_curation", "02_sft", "03_reward_model",
-                                                     "03b_reward_model_limits", "04_ppo", "05_dpo", "06_unified_pipeline"])}}
+                                                     "03b_reward_model_limits", "04_ppo", "05_dpo", "06_unified_pipeline"])},
+             "versions": {"trl": "1.16.0", "transformers": "5.0.0", "bitsandbytes": None}}
     paths = build_report(tmp_path, "Run demo (tiny-cpu)", state)
     return tmp_path, paths
 
@@ -49,6 +50,7 @@ def test_the_report_opens_with_the_headline_and_keeps_every_metric(recorded_run)
     assert "| sft+reward+ppo | 0.71 | +0.040 (+0.010, +0.070) | 2.3 | 1.9 |" in text
     assert "accuracy against gold on held-out pairs 0.977 (95% CI 0.940 to 1.000)" in text and "0.52 of the time" in text
     assert "| 05_dpo | done | 66 |" in text and "| versions.trl | 1.16.0 |" in text
+    assert "Software: trl 1.16.0, transformers 5.0.0 (verified: 5.24.0)." in text
     page = paths["html"].read_text()
     assert page.count("plotly-graph-div") == 3 and "<details><summary>All recorded metrics</summary>" in page
     assert "<script src=\"https://cdn.plot.ly" not in page  # plotly.js is embedded: the report opens offline
@@ -57,7 +59,7 @@ def test_the_report_opens_with_the_headline_and_keeps_every_metric(recorded_run)
 @pytest.mark.unit
 def test_a_run_without_results_says_so(tmp_path):
     head = headline({}, None)
-    assert head == {"stages": [], "variants": [], "reward_model": None, "notebooks": []}
+    assert head == {"stages": [], "variants": [], "reward_model": None, "notebooks": [], "versions": {}}
     assert "No notebook has recorded results yet." in build_report(tmp_path)["markdown"].read_text()
 
 

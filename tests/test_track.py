@@ -10,6 +10,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from course_lib.errors import ConfigError
+from course_lib.env import package_versions
 from course_lib.results import load_metrics
 from course_lib.track import TrackConfig, TrackFailure, run_track
 
@@ -52,6 +53,10 @@ def test_runs_in_order_injects_parameters_and_reports(track_dir):
     assert "<table>" in (run_dir / "report.html").read_text()
     assert any("[1/2] 00_first: running" in line for line in lines)
     assert (run_dir / "profile.yaml").is_file()
+    # Every executed notebook and the report carry the versions they ran with.
+    executed = nbformat.read(run_dir / "notebooks" / "00_first.ipynb", as_version=4)
+    assert executed.metadata["course_lib"]["versions"]["trl"] == package_versions(("trl",))["trl"]
+    assert f"trl {package_versions(('trl',))['trl']}" in report
 
 
 def test_failure_stops_and_names_notebook_cell_source_and_error(track_dir):
