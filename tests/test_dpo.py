@@ -119,3 +119,22 @@ def test_an_sft_term_and_precomputed_reference_train(sft_run):
 def test_starting_from_ppo_without_it_says_who_makes_it(sft_run):
     with pytest.raises(MissingArtifactError, match="04_ppo"):
         run_dpo(DPOStageConfig(start_from="ppo", **QUICK), sft_run.variant("no-ppo"))
+
+
+def test_a_qlora_policy_is_merged_in_16_bits_not_into_its_4_bit_weights(tmp_path, tiny_base_path):
+    """With a 4-bit profile, the DPO policy's merged/ holds full weights (no quantization config), like SFT's."""
+    import json
+
+    from course_lib.config import load_profile
+
+    profile = load_profile("gpu-qlora", {
+        "model.name": str(tiny_base_path), "device": "cpu", "model.max_seq_length": 256,
+        "quantization.compute_dtype": "float32", "training.optim": "adamw_torch",
+        "training.gradient_checkpointing": False, "training.per_device_batch_size": 4})
+    run = RunContext.create(tmp_path, profile)
+    ensure_curated_data(run.run_dir, seed=0, sizes=SMALL)
+    run_sft(SFTStageConfig(max_steps=1, eval_prompts=0, save_steps=100, eval_steps=100, progress=False), run)
+    run_dpo(DPOStageConfig(max_steps=1, save_steps=100, **{**QUICK, "eval_prompts": 0}), run)
+    for stage in ("sft", "dpo"):
+        config = json.loads((run.stage_dir(stage) / "merged" / "config.json").read_text())
+        assert "quantization_config" not in config, stage

@@ -106,3 +106,18 @@ def test_the_constraints_pin_what_the_suite_runs_with_and_leave_torch_to_the_mac
     installed, verified = package_versions(DRIFT_WATCHED), verified_versions()
     assert all(pins[name] == verified[name] == installed[name] for name in DRIFT_WATCHED), (pins, verified, installed)
     assert "-c constraints.txt" in (repo / "scripts" / "setup_env.sh").read_text()
+
+
+@pytest.mark.slow
+def test_the_gpu_check_script_dry_run_and_its_message_without_a_gpu(tmp_path):
+    """The dry run takes the GPU script's whole path on CPU (4-bit QLoRA and LoRA; SFT, reward, DPO)."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    out = subprocess.run([sys.executable, str(script), "--dry-run", "--out", str(tmp_path / "gpu.md")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = (tmp_path / "gpu.md").read_text()
+    assert "Dry run on CPU" in table and all(f"| {stage} |" in table for stage in ("sft", "reward", "dpo"))
+    bare = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert bare.returncode == 0 and "No CUDA GPU is visible" in bare.stdout

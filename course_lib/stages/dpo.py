@@ -119,7 +119,7 @@ def finish_dpo(trainer, cfg: DPOStageConfig, run: RunContext, resumed_from_step:
     measured = before_and_after(policy, tok, records, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                                 kl_temperature=cfg.kl_temperature)
     samples = measured.pop("samples")
-    save_policy(policy, tok, out)
+    save_policy(policy, tok, out, profile, inputs["policy"])
     train_logs = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
     metrics = {
         "start_from": cfg.start_from,

@@ -106,7 +106,7 @@ def finish_grpo(trainer, cfg: GRPOStageConfig, run: RunContext, resumed_from_ste
     measured = before_and_after(trainer.model, trainer.processing_class, records, max_new_tokens=cfg.max_new_tokens,
                                 seed=cfg.seed, kl_temperature=cfg.temperature)
     samples = measured.pop("samples")
-    save_policy(trainer.model, trainer.processing_class, out)
+    save_policy(trainer.model, trainer.processing_class, out, run.profile, inputs["policy"])
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     metrics = {"start_from": cfg.start_from, **measured, "first_reward": rewards[0] if rewards else None,
                "final_reward": rewards[-1] if rewards else None, "resumed_from_step": resumed_from_step,

@@ -50,12 +50,26 @@ def before_and_after(policy, tokenizer, records: Sequence[dict[str, Any]], *, ma
     }
 
 
-def save_policy(policy, tokenizer, out: Path) -> None:
-    """Save the adapter (``out/adapter``) and the merged policy (``out/merged``, what later stages start from)."""
+def save_policy(policy, tokenizer, out: Path, profile, start: Path) -> None:
+    """Save the adapter (``out/adapter``) and the merged policy (``out/merged``, what later stages start from).
+
+    Args:
+        policy: the trained ``peft`` model.
+        tokenizer: its tokenizer.
+        out: the stage folder.
+        profile: the run's profile.
+        start: the merged model the adapter was trained on. With a 4-bit profile the adapter is
+            merged into a 16-bit copy of it (as after SFT), not into the 4-bit weights, which would
+            round the merged policy.
+    """
     from ..atomic import atomic_path
+    from .sft import merge_adapter
 
     policy.save_pretrained(out / "adapter", safe_serialization=True)
     tokenizer.save_pretrained(out / "adapter")
+    if profile.quantization.load_in_4bit:
+        merge_adapter(profile, out / "adapter", out / "merged", base=start)
+        return
     with atomic_path(out / "merged") as tmp:
         copy.deepcopy(policy).merge_and_unload().save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

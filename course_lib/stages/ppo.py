@@ -368,7 +368,7 @@ def finish_ppo(trainer: PPOTrainer, cfg: PPOStageConfig, run: RunContext) -> Sta
     measured = before_and_after(trainer.policy, tok, records, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                                 kl_temperature=cfg.temperature)
     samples = measured.pop("samples")
-    save_policy(trainer.policy, tok, out)
+    save_policy(trainer.policy, tok, out, profile, inputs["sft"])
     trainer.value_model.save_pretrained(out / "value_model", safe_serialization=True)
     history = trainer.history
     last = history[-min(5, len(history)):]

@@ -215,7 +215,24 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
         model=model, args=args, train_dataset=train, processing_class=load_tokenizer(profile, str(sft_dir)),
         peft_config=lora_config(profile, task_type="SEQ_CLS") if profile.lora.enabled else None, callbacks=callbacks,
     )
-    return attach_kit_callbacks(trainer, ComputeLedger(device=detect_device(profile.device)), progress)
+    device = detect_device(profile.device)
+    if profile.quantization.load_in_4bit and device == "cpu":
+        _head_in_float32(trainer.model)
+    return attach_kit_callbacks(trainer, ComputeLedger(device=device), progress)
+
+
+def _head_in_float32(model) -> None:
+    """Keep a 4-bit model's trainable reward head in float32 on CPU.
+
+    TRL casts every trainable parameter of a quantized model to bf16 (the QLoRA paper's choice).
+    LoRA layers cast their input to match; the plain linear head does not, and on a CPU, with no
+    autocast, its bf16 weight would meet float32 activations. On a GPU autocast reconciles them.
+    """
+    import torch
+
+    for name, param in model.named_parameters():
+        if param.requires_grad and "lora_" not in name:
+            param.data = param.data.to(torch.float32)
 
 
 def train_reward_model(cfg: RewardStageConfig, run: RunContext, rows: list[dict[str, Any]], seed: int,

@@ -37,11 +37,17 @@ def sft_inputs(run: RunContext) -> dict[str, Path]:
     return {name: run.data_file(f"{name}.jsonl") for name in INPUTS}
 
 
-def merge_adapter(profile, adapter_dir: Path, out_dir: Path) -> Path:
-    """Merge a LoRA adapter into an unquantized copy of the base and save it (safetensors).
+def merge_adapter(profile, adapter_dir: Path, out_dir: Path, base: str | Path | None = None) -> Path:
+    """Merge a LoRA adapter into an unquantized copy of its base and save it (safetensors).
 
     With a 4-bit profile the base is loaded in its 16-bit dtype for the merge, so the
     merged weights are exact; later stages re-quantize them when they load.
+
+    Args:
+        profile: the run's profile.
+        adapter_dir: the saved adapter.
+        out_dir: where the merged model goes.
+        base: the model the adapter was trained on (default: the profile's base model).
     """
     from dataclasses import replace
 
@@ -50,8 +56,8 @@ def merge_adapter(profile, adapter_dir: Path, out_dir: Path) -> Path:
     from ..atomic import atomic_path
 
     full = replace(profile, quantization=replace(profile.quantization, load_in_4bit=False))
-    base = load_model(full, for_training=False)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    model = load_model(full, None if base is None else str(base), for_training=False)
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     tok = load_tokenizer(profile, str(adapter_dir))
     with atomic_path(out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
