@@ -107,12 +107,12 @@ def resolved_precision(profile: Profile) -> dict[str, str]:
     return choose_precision(profile, facts)
 
 
-def machine_facts(run_dir: str = ".", check_hub: bool = False) -> MachineFacts:
+def machine_facts(run_dir: str = ".", check_hub: bool = True) -> MachineFacts:
     """Gather this machine's facts.
 
     Args:
         run_dir: where runs are written (its disk's free space counts).
-        check_hub: try to reach the Hugging Face hub (skipped when ``HF_HUB_OFFLINE=1``).
+        check_hub: try to reach the Hugging Face hub, 3 seconds at most (skipped when ``HF_HUB_OFFLINE=1``).
     """
     import psutil
     import torch

@@ -306,9 +306,9 @@ def _doctor_main(argv: list[str]) -> int:
                                                  "then whether each profile fits.")
     parser.add_argument("--profile", action="append", help="check only this profile (name or YAML path; repeatable)")
     parser.add_argument("--runs-dir", default="runs", help="where runs go (its disk's free space counts)")
-    parser.add_argument("--check-hub", action="store_true", help="try to reach the Hugging Face hub")
+    parser.add_argument("--no-hub-check", action="store_true", help="do not try to reach the Hugging Face hub")
     args = parser.parse_args(argv)
-    facts = machine_facts(args.runs_dir, check_hub=args.check_hub)
+    facts = machine_facts(args.runs_dir, check_hub=not args.no_hub_check)
     print(format_report(facts, doctor(facts, args.profile)))
     return 0
 
