@@ -283,8 +283,7 @@ def run_ablation(pipeline: Pipeline, name: str, run: RunContext,
         result: StageResult = spec.run(cfg, where)
         status = "reused" if status == "reused" or result.skipped else "trained"
         outcome = StageOutcome(name, stage, status, str(where.stage_dir(stage).relative_to(run.run_dir)),
-                               round(time.time() - started, 1), result.metrics.get("ledger") if status == "trained" else
-                               _ledger(result.metrics))
+                               round(time.time() - started, 1), _ledger(result.metrics))
         outcomes.append(outcome)
         if on_stage:
             on_stage(outcome)

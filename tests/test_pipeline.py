@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from course_lib.errors import ConfigError
-from course_lib.pipeline import load_pipeline, run_pipeline
+from course_lib.pipeline import ledger_table, load_pipeline, results_table, run_pipeline
 from course_lib.stages import STAGES, RunContext
 
 SMALL = {"sft_per_domain": 24, "prefs_per_domain": 24, "eval_per_domain": 10}
@@ -116,6 +116,8 @@ def test_ablations_share_stages_rerun_nothing_and_rerun_what_changed(tmp_path, d
     assert set(results) == set(ABLATIONS)
     assert results["sft"]["gold_gain"]["mean"] == 0 and results["sft"]["kl"] == pytest.approx(0, abs=1e-6)
     assert all(r["reward"] is not None and r["prompts"] == 3 for r in results.values())
+    ledger = ledger_table(first)  # the reward stage keeps one ledger per ensemble member: summed here
+    assert ledger.loc[ledger["stage"] == "reward", "tokens"].iloc[0] > 0 and len(results_table(first)) == 4
 
     again = run_pipeline(load_pipeline(path, progress=False), run)
     assert again["trained"] == 0 and all(r["cached"] for r in again["results"].values())
