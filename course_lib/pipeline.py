@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -157,10 +158,8 @@ def load_pipeline(path: str | Path, *, progress: bool = True, seed: int | None =
         settings = dict(settings or {})
         cls = STAGES[name].config_class
         names = {f.name for f in dataclasses.fields(cls)}
-        settings.setdefault("seed", seed) if "seed" in names else None
-        settings.setdefault("progress", progress) if "progress" in names else None
-        if preferences and PREFERENCE_STAGES_FIELD in names:
-            settings.setdefault(PREFERENCE_STAGES_FIELD, preferences)
+        defaults = {"seed": seed, "progress": progress, PREFERENCE_STAGES_FIELD: preferences}
+        settings = {**{k: v for k, v in defaults.items() if k in names and v is not None}, **settings}
         try:
             stages[name] = from_mapping(cls, settings, file=str(file), prefix=f"stages.{name}.")
         except ConfigError as exc:
@@ -316,12 +315,11 @@ def evaluate_ablations(pipeline: Pipeline, run: RunContext, names: list[str] | N
         ablation -> ``{"gold_score", "gold_gain" (vs the SFT model, paired, with CI), "reward",
         "kl" (to the SFT model, nats per reply), "by_domain", "parts", "distinct_2", "policy"}``.
     """
-    from .atomic import atomic_write_json as write
     from .data import load_records
     from .generation import balanced_sample, gold_evaluate
     from .models import load_model, load_tokenizer
     from .rl import kl_to_reference
-    from .stages.reward import load_reward_model, score_conversations
+    from .stages.reward import ensemble_scores, load_reward_model
     from .stats import paired_difference
 
     ev = pipeline.evaluation
@@ -341,7 +339,7 @@ def evaluate_ablations(pipeline: Pipeline, run: RunContext, names: list[str] | N
         digest = digest_json({**common, "policy": files_digest(policy_dir)})
         cached = cache_dir / f"{digest}.json"
         if cached.is_file():
-            out[name] = {**_read_json(cached), "cached": True}
+            out[name] = {**json.loads(cached.read_text()), "cached": True}
             continue
         if sft_model is None:
             sft_model = load_model(run.profile, str(sft_dir), for_training=False)
@@ -352,8 +350,8 @@ def evaluate_ablations(pipeline: Pipeline, run: RunContext, names: list[str] | N
         gold = sft_gold if is_sft else gold_evaluate(policy, tok, records, max_new_tokens=ev.max_new_tokens)
         conversations = [r["prompt"] + [{"role": "assistant", "content": row["response"]}]
                          for r, row in zip(records, gold["rows"])]
-        reward = (sum(float(score_conversations(m, tok, conversations, run.profile.model.max_seq_length).mean())
-                      for m in reward_models) / len(reward_models)) if reward_models else None
+        reward = (float(ensemble_scores(reward_models, tok, conversations, run.profile.model.max_seq_length).mean())
+                  if reward_models else None)
         # The SFT model is its own reference: its KL is zero by definition.
         kl = {"mean": 0.0, "eos_rate": None} if is_sft else kl_to_reference(
             policy, tok, records, temperature=ev.kl_temperature, max_new_tokens=ev.max_new_tokens, seed=pipeline.seed,
@@ -363,15 +361,9 @@ def evaluate_ablations(pipeline: Pipeline, run: RunContext, names: list[str] | N
                   "gold_gain": paired_difference([r["score"] for r in gold["rows"]], sft_rows, seed=pipeline.seed),
                   "reward": reward, "kl": kl["mean"], "eos_rate": kl["eos_rate"], "by_domain": gold["by_domain"],
                   "parts": gold["parts"], "distinct_2": gold["distinct_2"], "prompts": len(records)}
-        write(cached, result)
+        atomic_write_json(cached, result)
         out[name] = {**result, "cached": False}
     return out
-
-
-def _read_json(path: Path) -> Any:
-    import json
-
-    return json.loads(path.read_text())
 
 
 def run_pipeline(pipeline: Pipeline | str | Path, run: RunContext, ablations: list[str] | None = None,

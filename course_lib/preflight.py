@@ -7,6 +7,7 @@ Shown as the first section of ``00_setup`` and by ``course-track doctor``.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -100,11 +101,18 @@ def _gpus() -> list[GPUFacts]:
 
 
 def resolved_precision(profile: Profile) -> dict[str, str]:
-    """:func:`choose_precision` on this machine's GPUs: what the model loaders and trainers use."""
+    """:func:`choose_precision` for this machine's first GPU: what the model loaders and trainers use."""
+    return choose_precision(profile, MachineFacts(python="", packages={}, torch_cuda=None, gpus=_first_gpu()))
+
+
+@functools.lru_cache(maxsize=1)
+def _first_gpu() -> list[GPUFacts]:
+    """The first CUDA device's name and compute capability (the precision choice needs no more), looked up once."""
     import torch
 
-    facts = MachineFacts(python="", packages={}, torch_cuda=torch.version.cuda, gpus=_gpus())
-    return choose_precision(profile, facts)
+    if not torch.cuda.is_available():
+        return []
+    return [GPUFacts(torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0), 0.0, 0.0)]
 
 
 def machine_facts(run_dir: str = ".", check_hub: bool = True) -> MachineFacts:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import TrainerCallback
 
 from course_lib.data import ensure_curated_data
 from course_lib.errors import ConfigError, MissingArtifactError
 from course_lib.stages import DPOStageConfig, RunContext, SFTStageConfig, finish_dpo, make_dpo_trainer, run_dpo, run_sft
+from training_callbacks import StopAt
 
 pytestmark = pytest.mark.slow
 SMALL = {"sft_per_domain": 24, "prefs_per_domain": 24, "eval_per_domain": 10}
@@ -65,15 +65,6 @@ def test_the_reference_is_the_sft_model_and_the_loss_is_dpos(sft_run, tiny_base_
     with torch.no_grad():
         trl_loss = trainer.compute_loss(trainer.model, batch)
     assert float(trl_loss) == pytest.approx(float(by_hand), abs=1e-4)
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            raise KeyboardInterrupt(f"stopped at step {state.global_step}")
 
 
 def test_run_dpo_trains_measures_resumes_and_caches(sft_run):

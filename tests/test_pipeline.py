@@ -138,19 +138,14 @@ def test_ablations_share_stages_rerun_nothing_and_rerun_what_changed(tmp_path, d
 
 @pytest.mark.slow
 def test_a_pipeline_stopped_mid_stage_resumes_from_its_checkpoint(tmp_path, data_dir, monkeypatch):
-    from transformers import TrainerCallback
-
-    class StopAt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step >= 2:
-                raise KeyboardInterrupt("killed")
+    from training_callbacks import StopAt
 
     run = new_run(tmp_path, data_dir)
     settings = {"sft": STAGE_SETTINGS["sft"], "dpo": {**STAGE_SETTINGS["dpo"], "max_steps": 3}}
     pipe = load_pipeline(write_pipeline(tmp_path / "p.yaml", stages=settings, ablations={"sft+dpo": ["sft", "dpo"]}),
                          progress=False)
     spec = STAGES["dpo"]
-    monkeypatch.setitem(STAGES, "dpo", dataclasses.replace(spec, run=lambda cfg, run: spec.run(cfg, run, [StopAt()])))
+    monkeypatch.setitem(STAGES, "dpo", dataclasses.replace(spec, run=lambda cfg, run: spec.run(cfg, run, [StopAt(2)])))
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(pipe, run)
     monkeypatch.setitem(STAGES, "dpo", spec)

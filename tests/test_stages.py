@@ -14,6 +14,7 @@ from course_lib.data import load_records
 from course_lib.stages import (STAGES, RewardStageConfig, RunContext, SFTStageConfig, finish_sft, make_reward_trainer,
                                make_sft_trainer, register_stage, run_reward, run_sft)
 from course_lib.stages.reward import train_reward_model
+from training_callbacks import StopAt
 
 pytestmark = pytest.mark.slow
 SMALL = {"sft_per_domain": 24, "prefs_per_domain": 24, "eval_per_domain": 10}
@@ -36,17 +37,6 @@ def trained_run(tmp_path_factory, small_data):
     run = new_run(tmp_path_factory.mktemp("trained"), small_data)
     run_sft(SFTStageConfig(max_steps=4, eval_prompts=3, max_new_tokens=8, save_steps=2, logging_steps=1), run)
     return run
-
-
-class StopAt(TrainerCallback):
-    """Simulates a crash: raises once training reaches ``step``."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            raise KeyboardInterrupt(f"stopped at step {state.global_step}")
 
 
 class CountSteps(TrainerCallback):

@@ -26,7 +26,7 @@ from .dpo import PRODUCERS
 from .lm_head import use_full_logits_on_cpu
 from .policy import before_and_after, save_policy
 from .reward import PRODUCER as REWARD_PRODUCER
-from .reward import load_reward_model, score_conversations
+from .reward import ensemble_scores, load_reward_model
 
 STAGE = "grpo"
 
@@ -81,7 +81,7 @@ def make_grpo_trainer(cfg: GRPOStageConfig, run: RunContext, callbacks: list | N
 
     def reward(prompts: Sequence[list[dict[str, str]]], completions: Sequence[list[dict[str, str]]], **_: Any) -> list[float]:
         conversations = [p + c for p, c in zip(prompts, completions)]
-        return (sum(score_conversations(m, tok, conversations, max_length) for m in members) / len(members)).tolist()
+        return ensemble_scores(members, tok, conversations, max_length).mean(axis=0).tolist()
 
     args = GRPOConfig(
         **common_training_args(profile, output_dir=run.stage_dir(STAGE) / "checkpoints", max_steps=cfg.max_steps or profile.budgets.ppo,

@@ -47,7 +47,7 @@ from .policy import before_and_after, save_policy
 from .ppo_config import PPOStageConfig
 from .reward import PRODUCER as REWARD_PRODUCER
 from .reward import STAGE as REWARD_STAGE
-from .reward import SFT_PRODUCER, load_reward_model, score_conversations
+from .reward import SFT_PRODUCER, ensemble_scores, load_reward_model
 
 STAGE = "ppo"
 CHECKPOINT_STATE = "trainer_state.pt"
@@ -136,8 +136,8 @@ class PPOTrainer:
             rm = np.asarray(self.reward_fn(batch.records, batch.texts), dtype=np.float32)
         else:
             conversations = [p + [{"role": "assistant", "content": t}] for p, t in zip(batch.prompts, batch.texts)]
-            each = np.stack([score_conversations(member, self.tokenizer, conversations, self.profile.model.max_seq_length)
-                             for member in self.reward_models])  # (members, batch)
+            each = ensemble_scores(self.reward_models, self.tokenizer, conversations,
+                                   self.profile.model.max_seq_length)  # (members, batch)
             rm = each.mean(axis=0) - self.cfg.uncertainty_penalty * each.std(axis=0)
         judged = [gold_score(r["domain"], r["reference"], t) for r, t in zip(batch.records, batch.texts)]
         verifiable = np.array([j.parts.get("tests_passed", 0.0) if r["domain"] == "code" else 0.0

@@ -140,6 +140,13 @@ def length_bias_probe(model, tokenizer, pairs: Sequence[dict[str, Any]], n_pairs
     }
 
 
+def ensemble_scores(models: Sequence[Any], tokenizer, conversations: Sequence[list[dict[str, str]]],
+                    max_length: int) -> np.ndarray:
+    """Each ensemble member's reward of each conversation, shape ``(members, n)``: PPO, GRPO and the
+    pipeline take the members' mean (PPO may subtract their spread)."""
+    return np.stack([score_conversations(m, tokenizer, conversations, max_length) for m in models])
+
+
 def answer_swap_probe(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str, Any]], max_length: int) -> dict[str, Any]:
     """Does the reward check a reply against its prompt, or only the reply's form?
 
@@ -161,8 +168,8 @@ def answer_swap_probe(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str
                 domains.append(domain)
     if not own:
         return {"own_preferred_rate": None, "by_domain": {}, "pairs": 0}
-    diff = np.mean([score_conversations(m, tokenizer, own, max_length) - score_conversations(m, tokenizer, swapped, max_length)
-                    for m in models], axis=0)  # (n,)
+    diff = (ensemble_scores(models, tokenizer, own, max_length)
+            - ensemble_scores(models, tokenizer, swapped, max_length)).mean(axis=0)  # (n,)
     domains_arr = np.array(domains)
     return {"own_preferred_rate": float((diff > 0).mean()), "pairs": len(own),
             "by_domain": {d: float((diff[domains_arr == d] > 0).mean()) for d in sorted(set(domains))}}
