@@ -116,5 +116,6 @@ def gold_evaluate(model, tokenizer, records: Sequence[dict[str, Any]], *, max_ne
 
 def distinct_2(replies: Sequence[str]) -> float:
     """Distinct word bigrams over all bigrams of the replies: low when a policy repeats itself (collapse)."""
-    grams = [tuple(words[i : i + 2]) for words in (r.split() for r in replies) for i in range(max(0, len(words) - 1))]
-    return len(set(grams)) / max(1, len(grams))
+    from .evaluation.metrics import distinct_n
+
+    return distinct_n(replies, 2)
