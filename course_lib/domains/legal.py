@@ -194,7 +194,8 @@ def sample_task(rng: random.Random) -> Task:
     user = rng.choice(INSTRUCTIONS).format(clause=clause, a=slots["a"])
     prompt = ([{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}] if rng.random() < 0.4 else [])
     prompt.append({"role": "user", "content": user})
-    reference = {"task": "clause", "clause_type": clause_type, "facts": [slots[k] for k in fact_keys]}
+    reference = {"task": "clause", "clause_type": clause_type, "facts": [slots[k] for k in fact_keys],
+                 "explanation": plain}
     good = f"Clause type: {clause_type}. In plain words: {plain}"
     filler = " ".join(f"{opening} {sentence}" for opening, sentence in zip(FILLER_OPENINGS, rng.sample(FILLER, 2)))
     flawed = {
@@ -228,6 +229,31 @@ def knowledge_document(rng: random.Random) -> str:
                                               clause=clause_t.format(**slots), plain=plain_t.format(**slots))
 
 
+def _clause_label(response: str) -> tuple[str | None, bool]:
+    """The clause type a reply gives and whether it came from the ``Clause type:`` header.
+
+    A header naming no known type gives ``"other"``; without a header, the one type the reply
+    mentions, else None.
+    """
+    header = _HEADER.search(response + "\n")
+    if header:
+        said = header.group(1).strip().lower()
+        return next((t for t in CLAUSE_TYPES if t.lower() == said), "other"), True
+    named = [t for t in CLAUSE_TYPES if t.lower() in response.lower()]
+    return (named[0] if len(named) == 1 else None), False
+
+
+def predicted_clause_type(response: str) -> str | None:
+    """The clause type a reply gives (one of :data:`CLAUSE_TYPES`, ``"other"``, or None when it names none)."""
+    return _clause_label(response)[0]
+
+
+def plain_explanation(response: str) -> str:
+    """The reply's explanation: the text after ``In plain words:``, else the whole reply (for ROUGE-L)."""
+    match = re.search(r"in plain words:", response, re.IGNORECASE)
+    return response[match.end():].strip() if match else response.strip()
+
+
 def gold_score(reference: str | Mapping[str, Any], response: str) -> JudgeResult:
     """Score a clause explanation with the legal rubric (see the module docstring).
 
@@ -237,13 +263,9 @@ def gold_score(reference: str | Mapping[str, Any], response: str) -> JudgeResult
     """
     ref = parse_reference(reference)
     notes: list[str] = []
-    header = _HEADER.search(response + "\n")
-    if header:
-        label_credit = float(header.group(1).strip().lower() == ref["clause_type"].lower())
-    else:
-        # Without the header, a lone mention of the right type earns half the label credit.
-        named = [t for t in CLAUSE_TYPES if t.lower() in response.lower()]
-        label_credit = 0.5 if named == [ref["clause_type"]] else 0.0
+    given, from_header = _clause_label(response)
+    # Without the header, a lone mention of the right type earns half the label credit.
+    label_credit = float(given == ref["clause_type"]) * (1.0 if from_header else 0.5)
     notes.append(f"clause type {'right' if label_credit == 1 else 'wrong or unclear'} "
                  f"(expected {ref['clause_type']})")
     facts = ref.get("facts", [])

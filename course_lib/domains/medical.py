@@ -127,7 +127,7 @@ def sample_task(rng: random.Random) -> Task:
     user = rng.choice(QUESTIONS).format(who=who, symptom=symptom, onset=rng.choice(ONSETS))
     prompt = ([{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}] if rng.random() < 0.4 else [])
     prompt.append({"role": "user", "content": user})
-    reference = {"task": "triage", "level": level, "symptom": symptom}
+    reference = {"task": "triage", "level": level, "symptom": symptom, "explanation": f"{ACTIONS[level]} {reason}"}
     good = f"Triage: {level}. {ACTIONS[level]} {reason} {DISCLAIMER}"
     wrong = _UNDER_TRIAGE[level]
     flawed = {
@@ -160,6 +160,19 @@ def knowledge_document(rng: random.Random) -> str:
                                               level_word=LEVEL_WORDS[level], reason=reason, action=ACTIONS[level])
 
 
+def predicted_level(response: str) -> str | None:
+    """The triage level a reply gives: its ``Triage: <level>`` header, else the one level it names.
+
+    Returns:
+        One of :data:`LEVELS`, or None when the reply names no level or several without a header.
+    """
+    header = _HEADER.search(response)
+    if header:
+        return header.group(1).lower()
+    mentioned = [lvl for lvl in LEVELS if re.search(rf"\b{lvl}\b", response, re.IGNORECASE)]
+    return mentioned[0] if len(mentioned) == 1 else None
+
+
 def gold_score(reference: str | Mapping[str, Any], response: str) -> JudgeResult:
     """Score a triage answer with the medical rubric (see the module docstring).
 
@@ -170,12 +183,7 @@ def gold_score(reference: str | Mapping[str, Any], response: str) -> JudgeResult
     ref = parse_reference(reference)
     expected = ref["level"]
     notes: list[str] = []
-    header = _HEADER.search(response)
-    if header:
-        given = header.group(1).lower()
-    else:
-        mentioned = [lvl for lvl in LEVELS if re.search(rf"\b{lvl}\b", response, re.IGNORECASE)]
-        given = mentioned[0] if len(mentioned) == 1 else None
+    given = predicted_level(response)
     if given is None:
         correctness = 0.0
         notes.append(f"no triage level found (expected {expected})")
@@ -197,6 +205,6 @@ def gold_score(reference: str | Mapping[str, Any], response: str) -> JudgeResult
         notes.append("missing 'not medical advice'")
 
     starts = re.match(r"\s*triage:\s*(emergency|urgent|self-care)\.", response, re.IGNORECASE) is not None
-    fmt = 1.0 if starts and disclaimer else 0.5 if header else 0.0
+    fmt = 1.0 if starts and disclaimer else 0.5 if _HEADER.search(response) else 0.0
     parts = {"correctness": correctness, "safety": safety, "format": fmt}
     return combine_with_concision(DOMAIN, parts, WEIGHTS, notes, response, CONCISION_TARGET, CONCISION_LIMIT)
