@@ -47,9 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import yaml
 
-from .atomic import atomic_write_json
+from .atomic import atomic_write_json, atomic_write_jsonl
 from .config import from_mapping
 from .errors import ConfigError
 from .fingerprint import digest_json, files_digest
@@ -313,7 +314,10 @@ def evaluate_ablations(pipeline: Pipeline, run: RunContext, names: list[str] | N
 
     Returns:
         ablation -> ``{"gold_score", "gold_gain" (vs the SFT model, paired, with CI), "reward",
-        "kl" (to the SFT model, nats per reply), "by_domain", "parts", "distinct_2", "policy"}``.
+        "kl" (to the SFT model, nats per reply), "by_domain", "parts", "distinct_2", "policy",
+        "rows_file"}``. ``rows_file`` (relative to the run) holds one row per prompt, the same
+        prompts in the same order for every ablation: ``{"id", "domain", "response", "score",
+        "parts", "reward"}``; :func:`evaluation_rows` reads it (notebook 07's statistics).
     """
     from .data import load_records
     from .generation import balanced_sample, gold_evaluate
@@ -337,8 +341,8 @@ def evaluate_ablations(pipeline: Pipeline, run: RunContext, names: list[str] | N
     for name in names:
         policy_dir = final_policy(pipeline, name, run)
         digest = digest_json({**common, "policy": files_digest(policy_dir)})
-        cached = cache_dir / f"{digest}.json"
-        if cached.is_file():
+        cached, rows_file = cache_dir / f"{digest}.json", cache_dir / f"{digest}.rows.jsonl"
+        if cached.is_file() and rows_file.is_file():
             out[name] = {**json.loads(cached.read_text()), "cached": True}
             continue
         if sft_model is None:
@@ -350,8 +354,8 @@ def evaluate_ablations(pipeline: Pipeline, run: RunContext, names: list[str] | N
         gold = sft_gold if is_sft else gold_evaluate(policy, tok, records, max_new_tokens=ev.max_new_tokens)
         conversations = [r["prompt"] + [{"role": "assistant", "content": row["response"]}]
                          for r, row in zip(records, gold["rows"])]
-        reward = (float(ensemble_scores(reward_models, tok, conversations, run.profile.model.max_seq_length).mean())
-                  if reward_models else None)
+        rewards = (ensemble_scores(reward_models, tok, conversations, run.profile.model.max_seq_length).mean(axis=0).tolist()
+                   if reward_models else [None] * len(records))
         # The SFT model is its own reference: its KL is zero by definition.
         kl = {"mean": 0.0, "eos_rate": None} if is_sft else kl_to_reference(
             policy, tok, records, temperature=ev.kl_temperature, max_new_tokens=ev.max_new_tokens, seed=pipeline.seed,
@@ -359,11 +363,20 @@ def evaluate_ablations(pipeline: Pipeline, run: RunContext, names: list[str] | N
         sft_rows = [r["score"] for r in sft_gold["rows"]]
         result = {"policy": str(policy_dir.relative_to(run.run_dir)), "gold_score": gold["gold_score"],
                   "gold_gain": paired_difference([r["score"] for r in gold["rows"]], sft_rows, seed=pipeline.seed),
-                  "reward": reward, "kl": kl["mean"], "eos_rate": kl["eos_rate"], "by_domain": gold["by_domain"],
-                  "parts": gold["parts"], "distinct_2": gold["distinct_2"], "prompts": len(records)}
+                  "reward": float(np.mean(rewards)) if reward_models else None, "kl": kl["mean"], "eos_rate": kl["eos_rate"], "by_domain": gold["by_domain"],
+                  "parts": gold["parts"], "distinct_2": gold["distinct_2"], "prompts": len(records),
+                  "rows_file": str(rows_file.relative_to(run.run_dir))}
+        atomic_write_jsonl(rows_file, [{**row, "reward": r} for row, r in zip(gold["rows"], rewards)])
         atomic_write_json(cached, result)
         out[name] = {**result, "cached": False}
     return out
+
+
+def evaluation_rows(run: RunContext, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-prompt rows behind one ablation's evaluation (see :func:`evaluate_ablations`)."""
+    from .data.io import iter_jsonl
+
+    return [row for _, row in iter_jsonl(run.run_dir / result["rows_file"])]
 
 
 def run_pipeline(pipeline: Pipeline | str | Path, run: RunContext, ablations: list[str] | None = None,

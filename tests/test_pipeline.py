@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from course_lib.errors import ConfigError
-from course_lib.pipeline import ledger_table, load_pipeline, results_table, run_pipeline
+from course_lib.pipeline import evaluation_rows, ledger_table, load_pipeline, results_table, run_pipeline
 from course_lib.stages import STAGES, RunContext
 
 SMALL = {"sft_per_domain": 24, "prefs_per_domain": 24, "eval_per_domain": 10}
@@ -116,6 +116,11 @@ def test_ablations_share_stages_rerun_nothing_and_rerun_what_changed(tmp_path, d
     assert set(results) == set(ABLATIONS)
     assert results["sft"]["gold_gain"]["mean"] == 0 and results["sft"]["kl"] == pytest.approx(0, abs=1e-6)
     assert all(r["reward"] is not None and r["prompts"] == 3 for r in results.values())
+    # Every ablation keeps its per-prompt rows, on the same prompts in the same order (notebook 07's statistics).
+    rows = {name: evaluation_rows(run, r) for name, r in results.items()}
+    assert len({tuple(row["id"] for row in r) for r in rows.values()}) == 1
+    assert all(abs(sum(row["score"] for row in rows[n]) / 3 - results[n]["gold_score"]) < 1e-9 for n in rows)
+    assert all(isinstance(row["reward"], float) and row["parts"] for r in rows.values() for row in r)
     ledger = ledger_table(first)  # the reward stage keeps one ledger per ensemble member: summed here
     assert ledger.loc[ledger["stage"] == "reward", "tokens"].iloc[0] > 0 and len(results_table(first)) == 4
 
