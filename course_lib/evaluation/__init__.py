@@ -5,7 +5,11 @@
   for code, distinct-n and reply lengths;
 - :mod:`~course_lib.evaluation.winrate`: the win rate of one variant over another judged by
   the gold rubric, a reward model or human labels, in both orders (position flips), and
-  its length-controlled version.
+  its length-controlled version;
+- :mod:`~course_lib.evaluation.humaneval`: pass@k on HumanEval (or any code prompts with
+  tests) in the sandbox, after the harness has checked itself;
+- :mod:`~course_lib.evaluation.variants`: the pipeline variants' cached replies turned into
+  per-domain task metrics, rubric dimensions and paired score arrays.
 
 The paired tests that say whether a difference is real live in :mod:`course_lib.stats`.
 Introduced in ``07_evaluation``.

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..domains import gold_preference, preference
 from ..labeling.pairs import response_text
-from ..labeling.preferences import _verdict as majority_choice
+from ..labeling.preferences import majority_choice
 from ..stats import bootstrap_ci
 from .metrics import response_lengths
 

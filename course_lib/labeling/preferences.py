@@ -31,7 +31,7 @@ class PreferenceRows(list):
     report: dict[str, int | str]
 
 
-def _verdict(choices: list[str]) -> str:
+def majority_choice(choices: list[str]) -> str:
     """Combine one pair's answers: the unique most common of A/B/tie, "split" if none, or "skip"."""
     votes = Counter(choice for choice in choices if choice != "skip")
     if not votes:
@@ -93,7 +93,7 @@ def labels_to_preferences(
     rows = PreferenceRows()
     counts = Counter()
     for pair in pairs:
-        verdict = _verdict(choices[pair["id"]]) if pair["id"] in choices else "unlabeled"
+        verdict = majority_choice(choices[pair["id"]]) if pair["id"] in choices else "unlabeled"
         counts[verdict] += 1
         if verdict in ("A", "B"):
             rows.append(_row(pair, verdict, pair["id"]))
