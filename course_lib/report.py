@@ -72,9 +72,11 @@ def headline(metrics: dict[str, dict[str, Any]], track_state: dict[str, Any] | N
                            "gain": m.get("gold_gain"), "KL to start": m.get("kl", m.get("final_kl")),
                            "train seconds": (m.get("ledger") or {}).get("wall_seconds")})
     variants = []
+    tests = {row["variant"]: row for row in (metrics.get("07_evaluation") or {}).get("significance") or []}
     for name, r in ((metrics.get("06_unified_pipeline") or {}).get("results") or {}).items():
         variants.append({"variant": name, "gold": r["gold_score"], "gain": r["gold_gain"], "reward": r.get("reward"),
-                         "KL to SFT": r.get("kl")})
+                         "KL to SFT": r.get("kl"), "p (Holm)": tests.get(name, {}).get("p_holm"),
+                         "significant": tests.get(name, {}).get("significant")})
     reward = metrics.get("03_reward_model")
     reward_model = None
     if reward and reward.get("accuracy") is not None:
@@ -105,10 +107,12 @@ def _headline_markdown(head: dict[str, Any]) -> list[str]:
                 if rm["answer_swap"] is not None else "")
         lines += [f"Reward model: accuracy against gold on held-out pairs {rm['accuracy']:.3f}{ci}{swap}.", ""]
     if head["variants"]:
-        lines += ["Ablations of the unified pipeline (notebook 06), each against SFT on the same prompts:", "",
-                  "| variant | gold | gain vs SFT (95% CI) | reward | KL to SFT |", "|---|---|---|---|---|"]
-        lines += [f"| {r['variant']} | {_cell(r['gold'])} | {_ci(r['gain'])} | {_cell(r['reward'])} | {_cell(r['KL to SFT'])} |"
-                  for r in head["variants"]]
+        lines += ["Ablations of the unified pipeline (notebook 06), each against SFT on the same prompts; the paired",
+                  "permutation test's p-value, Holm-corrected across the variants, is notebook 07's:", "",
+                  "| variant | gold | gain vs SFT (95% CI) | p (Holm) | significant | reward | KL to SFT |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['variant']} | {_cell(r['gold'])} | {_ci(r['gain'])} | {_cell(r['p (Holm)'])} | "
+                  f"{_cell(r['significant'])} | {_cell(r['reward'])} | {_cell(r['KL to SFT'])} |" for r in head["variants"]]
         lines.append("")
     if head["notebooks"]:
         lines += ["| notebook | status | seconds |", "|---|---|---|"]

@@ -331,7 +331,8 @@ def drift(reference_values: Sequence[float], new_values: Sequence[float], bins: 
     one; a bin left empty gets the share :data:`PSI_EPSILON`. Tied quantiles (e.g. integer
     lengths) merge bins, so there may be fewer than ``bins``. Usual reading: below 0.1
     stable, 0.1 to 0.25 moderate, above 0.25 a large shift. The two-sample
-    Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``) adds a p-value for "same distribution".
+    Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``) adds a p-value for "same distribution"
+    (its asymptotic form when values are tied, as reply lengths are).
 
     Args:
         reference_values: the reference version's values (e.g. reward per reply).
@@ -352,7 +353,10 @@ def drift(reference_values: Sequence[float], new_values: Sequence[float], bins: 
     new_share = np.bincount(np.searchsorted(inner_edges, new, side="right"), minlength=n_bins) / new.size
     ref_share, new_share = np.clip(ref_share, PSI_EPSILON, None), np.clip(new_share, PSI_EPSILON, None)  # (n_bins,)
     psi = float(np.sum((new_share - ref_share) * np.log(new_share / ref_share)))
-    ks = ks_2samp(reference, new)
+    pooled = np.concatenate([reference, new])
+    # The exact KS distribution assumes no ties; with tied values (integer lengths, repeated replies) scipy's
+    # exact method fails and falls back with a warning, so ask for the asymptotic one directly.
+    ks = ks_2samp(reference, new, method="asymp" if np.unique(pooled).size < pooled.size else "auto")
     return {
         "psi": psi,
         "reading": psi_reading(psi),

@@ -136,7 +136,8 @@ def test_whole_track_runs_headless(tmp_path):
            "--param", "CURVE_SEEDS=1", "--param", "CURVE_STEPS=6", "--param", "EXERCISE_STEPS=3",
            "--param", "PRETRAIN_STEPS=5", "--param", "ENSEMBLE_SIZE=2",
            "--param", "LAB_STEPS=2", "--param", "LAB_BATCH=4", "--param", "BON_N=4", "--param", "BON_PROMPTS=1", "--param", "RLOO_STEPS=2",
-           "--param", "LAB_PROMPTS=6"]
+           "--param", "LAB_PROMPTS=6", "--param", "HUMANEVAL_PROBLEMS=4", "--param", "HUMANEVAL_SAMPLES=2",
+           "--param", "HUMAN_PAIRS=4", "--param", "RESAMPLES=500"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     run_dir = runs / "ci"
@@ -193,6 +194,20 @@ def test_whole_track_runs_headless(tmp_path):
     assert unified["results"]["sft+dpo"]["policy"] == "dpo/merged"
     assert {row["stage"] for row in unified["planned_after_dpo_change"] if row["action"] == "train"} == {"dpo"}
     assert all(row["action"] == "train" for row in unified["planned_after_sft_change"])
+    evaluation = metrics["07_evaluation"]
+    # Every variant of 06, on the same prompts, read from its cache; each compared with SFT, Holm-corrected.
+    assert evaluation["variants"] == list(unified["results"]) and evaluation["prompts"] == 15
+    significance = {row["variant"]: row for row in evaluation["significance"]}
+    assert set(significance) == set(unified["results"]) - {"sft"}
+    assert all(row["p_value"] <= row["p_holm"] <= 1 and row["ci_low"] <= row["mean_difference"] <= row["ci_high"]
+               for row in significance.values())
+    assert evaluation["mcnemar_by_hand_diff"] is None or evaluation["mcnemar_by_hand_diff"] < 1e-9
+    assert evaluation["humaneval_harness"] == {"problems": 164, "canonical_passed": 164, "empty_failed": 164, "sound": True}
+    assert set(evaluation["pass_at_k"]) == set(unified["results"])
+    # Pointwise judges (the rubric, the reward models) cannot flip; the hurried annotator's random answers can.
+    assert all(row["position flips"] == 0 for row in evaluation["win_rates"])
+    assert {row["annotator"] for row in evaluation["human_win_rates"]} >= {"careful", "hurried", "length-lover"}
+    assert {"medical", "legal", "code"} <= set(evaluation["task_metrics"]["sft"])
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
     state = json.loads((run_dir / "track_state.json").read_text())
     assert all(s["status"] == "done" for s in state["notebooks"].values())

@@ -20,7 +20,7 @@ def gain(mean: float) -> dict[str, float]:
 
 @pytest.fixture
 def recorded_run(tmp_path):
-    """A run directory with the metrics notebooks 02-06 record (values made up, shapes real)."""
+    """A run directory with the metrics notebooks 02-07 record (values made up, shapes real)."""
     record_metrics(tmp_path, "01_data_curation", {"funnel": {"code": {"kept": 100}}, "versions": {"trl": "1.16.0"}})
     record_metrics(tmp_path, "02_sft", {"gold_score_before": 0.25, "gold_score_after": 0.67, "ledger": {"wall_seconds": 70.0}})
     record_metrics(tmp_path, "03_reward_model", {"accuracy": 0.977, "accuracy_ci": [0.94, 1.0]})
@@ -33,6 +33,9 @@ def recorded_run(tmp_path):
                for name, g, r, k in (("sft", 0.0, -1.2, 0.0), ("sft+dpo", 0.05, 0.4, 0.6),
                                      ("sft+reward+ppo", 0.04, 2.3, 1.9), ("sft+reward+ppo+dpo", 0.03, 1.8, 2.6))}
     record_metrics(tmp_path, "06_unified_pipeline", {"results": results})
+    record_metrics(tmp_path, "07_evaluation", {"significance": [
+        {"variant": "sft+dpo", "p_holm": 0.003, "significant": True},
+        {"variant": "sft+reward+ppo", "p_holm": 0.2, "significant": False}]})
     state = {"notebooks": {name: {"status": "done", "seconds": 60.0 + i}
                            for i, name in enumerate(["00_setup", "01_data_curation", "02_sft", "03_reward_model",
                                                      "03b_reward_model_limits", "04_ppo", "05_dpo", "06_unified_pipeline"])},
@@ -47,7 +50,9 @@ def test_the_report_opens_with_the_headline_and_keeps_every_metric(recorded_run)
     text = paths["markdown"].read_text()
     assert text.index("## Headline") < text.index("All recorded metrics") < text.index("### 01_data_curation")
     assert "| DPO | 0.67 | 0.72 | +0.050 (+0.020, +0.080) | 0.6 | 72 |" in text
-    assert "| sft+reward+ppo | 0.71 | +0.040 (+0.010, +0.070) | 2.3 | 1.9 |" in text
+    assert "| sft+reward+ppo | 0.71 | +0.040 (+0.010, +0.070) | 0.2 | False | 2.3 | 1.9 |" in text
+    assert "| sft+dpo | 0.72 | +0.050 (+0.020, +0.080) | 0.003 | True | 0.4 | 0.6 |" in text
+    assert "| sft+reward+ppo+dpo | 0.7 | +0.030 (+0.000, +0.060) |  |  | 1.8 | 2.6 |" in text
     assert "accuracy against gold on held-out pairs 0.977 (95% CI 0.940 to 1.000)" in text and "0.52 of the time" in text
     assert "| 05_dpo | done | 66 |" in text and "| versions.trl | 1.16.0 |" in text
     assert "Software: trl 1.16.0, transformers 5.0.0 (verified: 5.24.0)." in text

@@ -142,12 +142,14 @@ def test_length_control_keeps_a_win_that_is_not_about_length():
     result = length_controlled_win_rate(records, replies_a, replies_b, longer_is_better_judge(6.0, seed=1),
                                         n_resamples=200)
     assert result["length_controlled_win_rate"] > 0.7 and result["ci_low"] > 0.5
-    with pytest.raises(ValueError, match="same on every prompt"):
-        length_controlled_win_rate(records[:3], ["a b", "c d", "e f"], ["a", "c", "e"], longer_is_better_judge(0.0, 1))
+    assert result["note"] is None
+    same = length_controlled_win_rate(records[:3], ["a b", "c d", "e f"], ["a", "c", "e"], longer_is_better_judge(0.0, 1))
+    assert same["length_controlled_win_rate"] is None and "same on every prompt" in same["note"]
+    assert same["raw_win_rate"] is not None
 
 
-def test_length_control_warns_when_length_alone_decides_every_pair():
+def test_length_control_says_so_when_length_alone_decides_every_pair():
     records, replies_a, replies_b = padded_replies(100, seed=0)
     word_count_judge = score_judge(lambda records, replies: [len(reply.split()) for reply in replies])
-    with pytest.warns(RuntimeWarning, match="did not converge"):
-        length_controlled_win_rate(records, replies_a, replies_b, word_count_judge, n_resamples=200)
+    result = length_controlled_win_rate(records, replies_a, replies_b, word_count_judge, n_resamples=200)
+    assert result["length_controlled_win_rate"] is None and "did not converge" in result["note"]

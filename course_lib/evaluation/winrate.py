@@ -227,11 +227,12 @@ def length_controlled_win_rate(records: Sequence[Mapping[str, Any]], replies_a: 
     Returns:
         ``{"length_controlled_win_rate", "ci_low", "ci_high", "raw_win_rate", "raw_ci_low",
         "raw_ci_high", "length_coef", "length_coef_pvalue", "length_diff_std_words",
-        "mean_length_diff_words", "n_judged"}``; ``length_coef`` is the change in log-odds of
-        an A win per standard deviation of length difference (positive: longer wins).
-
-    Warns:
-        RuntimeWarning: when the fit does not converge, as when the longer reply wins every pair.
+        "mean_length_diff_words", "n_judged", "note"}``; ``length_coef`` is the change in
+        log-odds of an A win per standard deviation of length difference (positive: longer
+        wins). When length cannot be separated from the variants (the same length difference
+        on every prompt) or the fit does not converge (length alone decides every pair, or one
+        variant wins them all), the fitted fields are None and ``note`` says why; otherwise
+        ``note`` is None.
     """
     import statsmodels.api as sm
     from scipy.special import expit
@@ -243,33 +244,27 @@ def length_controlled_win_rate(records: Sequence[Mapping[str, Any]], replies_a: 
     length_diff = np.array(response_lengths(replies_a)["lengths"]) - np.array(response_lengths(replies_b)["lengths"])
     length_diff = length_diff[judged].astype(float)  # (n_judged,)
     diff_std = float(length_diff.std())
+    out = {"length_controlled_win_rate": None, "ci_low": None, "ci_high": None, "raw_win_rate": raw["win_rate"],
+           "raw_ci_low": raw["ci_low"], "raw_ci_high": raw["ci_high"], "length_coef": None, "length_coef_pvalue": None,
+           "length_diff_std_words": diff_std, "mean_length_diff_words": float(length_diff.mean()) if judged else None,
+           "n_judged": raw["n_judged"], "note": None}
     if diff_std == 0:
-        raise ValueError("the length difference is the same on every prompt, so its effect cannot be "
-                         "separated from the variants'")
+        out["note"] = "the length difference is the same on every prompt: its effect cannot be separated from the variants'"
+        return out
     design = sm.add_constant(length_diff / diff_std)  # (n_judged, 2): intercept, standardised difference
     with warnings.catch_warnings():
-        # statsmodels' own warnings say the same thing less plainly; ours follows.
+        # Non-convergence is reported in the result's note, which says it more plainly.
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", PerfectSeparationWarning)
         fit = sm.Logit(points, design).fit(disp=0, cov_type="HC0")
     if not fit.mle_retvals["converged"]:
-        warnings.warn("the logistic fit did not converge: length alone separates wins from losses, or one "
-                      "variant wins every pair; the length-controlled win rate is unreliable", RuntimeWarning,
-                      stacklevel=2)
+        out["note"] = "the logistic fit did not converge: length alone separates wins from losses, or one variant wins every pair"
+        return out
     (intercept_low, intercept_high), _ = fit.conf_int()
-    return {
-        "length_controlled_win_rate": float(expit(fit.params[0])),
-        "ci_low": float(expit(intercept_low)),
-        "ci_high": float(expit(intercept_high)),
-        "raw_win_rate": raw["win_rate"],
-        "raw_ci_low": raw["ci_low"],
-        "raw_ci_high": raw["ci_high"],
-        "length_coef": float(fit.params[1]),
-        "length_coef_pvalue": float(fit.pvalues[1]),
-        "length_diff_std_words": diff_std,
-        "mean_length_diff_words": float(length_diff.mean()),
-        "n_judged": raw["n_judged"],
-    }
+    out.update(length_controlled_win_rate=float(expit(fit.params[0])), ci_low=float(expit(intercept_low)),
+               ci_high=float(expit(intercept_high)), length_coef=float(fit.params[1]),
+               length_coef_pvalue=float(fit.pvalues[1]))
+    return out
 
 
 def _judge_all(judge: Judge, records: Sequence[Mapping[str, Any]], firsts: Sequence[str],
