@@ -91,6 +91,7 @@ PLANTED_PII = {
     "ip_address": "logged in from 203.0.113.7",
     "dob": "DOB: 03/14/1962 on file",
     "mrn": "MRN 00482913 at the clinic",
+    "person": "signed by Maria Garcia for the Tenant",
 }
 
 
