@@ -137,7 +137,8 @@ def test_whole_track_runs_headless(tmp_path):
            "--param", "PRETRAIN_STEPS=5", "--param", "ENSEMBLE_SIZE=2",
            "--param", "LAB_STEPS=2", "--param", "LAB_BATCH=4", "--param", "BON_N=4", "--param", "BON_PROMPTS=1", "--param", "RLOO_STEPS=2",
            "--param", "LAB_PROMPTS=6", "--param", "HUMANEVAL_PROBLEMS=4", "--param", "HUMANEVAL_SAMPLES=2",
-           "--param", "HUMAN_PAIRS=4", "--param", "RESAMPLES=500"]
+           "--param", "HUMAN_PAIRS=4", "--param", "RESAMPLES=500", "--param", "PROBE_GROUPS=4",
+           "--param", "PLANTED_TEXTS=60", "--param", "MEMO_PROMPTS=8"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     run_dir = runs / "ci"
@@ -208,6 +209,15 @@ def test_whole_track_runs_headless(tmp_path):
     assert all(row["position flips"] == 0 for row in evaluation["win_rates"])
     assert {row["annotator"] for row in evaluation["human_win_rates"]} >= {"careful", "hurried", "length-lover"}
     assert {"medical", "legal", "code"} <= set(evaluation["task_metrics"]["sft"])
+    ethics = metrics["08_ethics"]
+    assert ethics["models"] == ["base", "sft", "ppo", "dpo"] and ethics["disparity_by_hand_diff"] < 1e-9
+    # Curation scrubbed what the seed sets planted: PII in the raw sets, none in the curated ones.
+    assert sum(ethics["pii_datasets"]["raw/sft"].values()) > 0 and sum(ethics["pii_datasets"]["sft_train"].values()) == 0
+    assert {row["model"] for row in ethics["bias"]} == {"reward_model", "base", "sft", "ppo", "dpo"}
+    assert all(row["p_value"] <= row["p_holm"] <= 1 for row in ethics["bias"])
+    assert set(ethics["refusals"]) == set(ethics["memorization"]["models"]) == {"base", "sft", "ppo", "dpo"}
+    assert set(ethics["model_cards"]) == {"sft", "ppo", "dpo"} and not any(ethics["model_card_gaps"].values())
+    assert all((run_dir / path).is_file() for path in ethics["model_cards"].values()) and not any(ethics["data_card_gaps"].values())
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
     state = json.loads((run_dir / "track_state.json").read_text())
     assert all(s["status"] == "done" for s in state["notebooks"].values())
