@@ -52,10 +52,10 @@ import yaml
 
 from .atomic import atomic_write_json, atomic_write_jsonl
 from .config import from_mapping
-from .errors import ConfigError
+from .errors import ConfigError, MissingArtifactError
 from .fingerprint import digest_json, files_digest
 from .stages import STAGES, RunContext, StageResult
-from .stages.base import MARKER, code_version, completed, stage_hash
+from .stages.base import MARKER, code_version, completed, stage_hash, stage_ledger
 
 PIPELINES_DIR = Path(__file__).resolve().parent / "pipelines"
 TOP_LEVEL = {"seed", "preferences", "evaluation", "stages", "ablations", "description"}
@@ -283,23 +283,13 @@ def run_ablation(pipeline: Pipeline, name: str, run: RunContext,
         result: StageResult = spec.run(cfg, where)
         status = "reused" if status == "reused" or result.skipped else "trained"
         outcome = StageOutcome(name, stage, status, str(where.stage_dir(stage).relative_to(run.run_dir)),
-                               round(time.time() - started, 1), _ledger(result.metrics))
+                               round(time.time() - started, 1), stage_ledger(result.metrics))
         outcomes.append(outcome)
         if on_stage:
             on_stage(outcome)
         if spec.policy:
             previous_policy = stage
     return outcomes
-
-
-def _ledger(metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """A stage's compute ledger from its metrics (the reward stage keeps one per ensemble member)."""
-    ledger = metrics.get("ledger")
-    if isinstance(ledger, list):
-        return {"wall_seconds": round(sum(m["wall_seconds"] for m in ledger), 2), "tokens": sum(m["tokens"] for m in ledger),
-                "peak_memory_mb": max(m["peak_memory_mb"] for m in ledger),
-                "estimated_flops": sum(m["estimated_flops"] for m in ledger)}
-    return ledger
 
 
 def final_policy(pipeline: Pipeline, name: str, run: RunContext) -> Path:
@@ -323,15 +313,15 @@ def evaluate_ablations(pipeline: Pipeline, run: RunContext, names: list[str] | N
     from .generation import balanced_sample, gold_evaluate
     from .models import load_model, load_tokenizer
     from .rl import kl_to_reference
-    from .stages.reward import ensemble_scores, load_reward_model
+    from .stages.reward import ensemble_scores, load_reward_ensemble
     from .stats import paired_difference
 
     ev = pipeline.evaluation
     names = names or list(pipeline.ablations)
     records = balanced_sample(list(load_records(run.data_file("eval_prompts.jsonl"))), ev.prompts)
     sft_dir = run.artifact("sft", "merged", "the sft stage")
-    members = sorted(p for p in run.stage_dir("reward").glob("member_*")) if run.has_stage("reward") else []
-    reward_key = files_digest(run.stage_dir("reward") / MARKER) if members else None
+    has_reward = run.has_stage("reward")
+    reward_key = files_digest(run.stage_dir("reward") / MARKER) if has_reward else None
     common = {"evaluation": dataclasses.asdict(ev), "eval": files_digest(run.data_file("eval_prompts.jsonl")),
               "sft": files_digest(sft_dir), "reward": reward_key, "code": code_version()}
     tok = load_tokenizer(run.profile, str(sft_dir))
@@ -348,7 +338,7 @@ def evaluate_ablations(pipeline: Pipeline, run: RunContext, names: list[str] | N
         if sft_model is None:
             sft_model = load_model(run.profile, str(sft_dir), for_training=False)
             sft_gold = gold_evaluate(sft_model, tok, records, max_new_tokens=ev.max_new_tokens)
-            reward_models = [load_reward_model(run, int(p.name.split("_")[1])) for p in members]
+            reward_models = load_reward_ensemble(run) if has_reward else []
         is_sft = policy_dir.resolve() == sft_dir.resolve()
         policy = sft_model if is_sft else load_model(run.profile, str(policy_dir), for_training=False)
         gold = sft_gold if is_sft else gold_evaluate(policy, tok, records, max_new_tokens=ev.max_new_tokens)
@@ -404,6 +394,36 @@ def run_pipeline(pipeline: Pipeline | str | Path, run: RunContext, ablations: li
                "trained": sum(o.status == "trained" for o in outcomes)}
     atomic_write_json(run.run_dir / "pipeline" / "results.json", summary)
     return summary
+
+
+def finished_pipeline(pipeline: Pipeline | str | Path, run: RunContext, *, prompts: int | None = None,
+                      seed: int = 0) -> tuple[Pipeline, dict[str, Any]]:
+    """The pipeline as notebook 06 ran it on ``run``, and its summary, read from the caches alone.
+
+    Notebooks 07 and 08 study what 06 trained; they must never train it again themselves.
+
+    Args:
+        pipeline: a :class:`Pipeline`, a pipeline file, or the name of one the kit ships.
+        run: the run notebook 06 ran the pipeline on.
+        prompts: the evaluation's held-out prompts, as notebook 06 set them (None: the file's).
+        seed: the seed notebook 06 gave the pipeline.
+
+    Returns:
+        ``(pipeline, summary)``: the pipeline with the notebooks' settings adopted, and
+        :func:`run_pipeline`'s summary (every stage reused, every evaluation cached).
+
+    Raises:
+        MissingArtifactError: when a stage would train, naming the ablation and stage.
+    """
+    pipe = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline, progress=False, seed=seed)
+    pipe = pipe.with_settings_of(run)
+    if prompts is not None:
+        pipe = dataclasses.replace(pipe, evaluation=dataclasses.replace(pipe.evaluation, prompts=prompts))
+    untrained = plan_pipeline(pipe, run).query("action == 'train'")
+    if len(untrained):
+        stages = ", ".join(untrained["ablation"] + "/" + untrained["stage"])
+        raise MissingArtifactError(f"the trained stage(s) {stages}", run.run_dir, "notebook 06_unified_pipeline")
+    return pipe, run_pipeline(pipe, run)
 
 
 def results_table(summary: dict[str, Any]):

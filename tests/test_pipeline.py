@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from course_lib.errors import ConfigError
-from course_lib.pipeline import evaluation_rows, ledger_table, load_pipeline, results_table, run_pipeline
+from course_lib.errors import ConfigError, MissingArtifactError
+from course_lib.pipeline import evaluation_rows, finished_pipeline, ledger_table, load_pipeline, results_table, run_pipeline
 from course_lib.stages import STAGES, RunContext
 
 SMALL = {"sft_per_domain": 24, "prefs_per_domain": 24, "eval_per_domain": 10}
@@ -126,6 +126,9 @@ def test_ablations_share_stages_rerun_nothing_and_rerun_what_changed(tmp_path, d
 
     again = run_pipeline(load_pipeline(path, progress=False), run)
     assert again["trained"] == 0 and all(r["cached"] for r in again["results"].values())
+    # What notebooks 07 and 08 read: the same results, from the caches alone.
+    _, finished = finished_pipeline(path, run)
+    assert finished["trained"] == 0 and finished["results"].keys() == results.keys()
 
     # A changed DPO setting re-runs both DPO stages and nothing upstream.
     changed = {**STAGE_SETTINGS, "dpo": {**STAGE_SETTINGS["dpo"], "beta": 0.3}}
@@ -139,6 +142,14 @@ def test_ablations_share_stages_rerun_nothing_and_rerun_what_changed(tmp_path, d
     fourth = run_pipeline(load_pipeline(write_pipeline(tmp_path / "p3.yaml", stages=upstream), progress=False), run,
                           ablations=["sft+reward+ppo+dpo"])
     assert trained(fourth) == [("sft+reward+ppo+dpo", s) for s in ("sft", "reward", "ppo", "dpo")]
+
+
+@pytest.mark.unit
+def test_reading_a_finished_pipeline_never_trains_what_notebook_06_has_not(tmp_path, data_dir):
+    run = new_run(tmp_path, data_dir)
+    with pytest.raises(MissingArtifactError, match=r"sft/sft.*notebook 06_unified_pipeline"):
+        finished_pipeline(write_pipeline(tmp_path / "p.yaml"), run)
+    assert not run.has_stage("sft")
 
 
 @pytest.mark.slow

@@ -350,12 +350,10 @@ def ensemble_scorer(reward_models: Sequence[Any], tokenizer, max_length: int, ba
         batch_size: conversations per forward pass; on a CPU, 128 scores the tiny models'
             probes 2.5x faster than the stage's 32.
     """
-    from ..stages.reward import score_conversations
+    from ..stages.reward import ensemble_scores
 
     def score(conversations: Sequence[Conversation]) -> np.ndarray:
-        members = np.stack([score_conversations(m, tokenizer, conversations, max_length, batch_size=batch_size)
-                            for m in reward_models])  # (members, n)
-        return members.mean(axis=0)
+        return ensemble_scores(reward_models, tokenizer, conversations, max_length, batch_size).mean(axis=0)  # (n,)
 
     return score
 
@@ -491,13 +489,12 @@ def probe_run(run, probes: Sequence[Mapping[str, Any]] | None = None, *, n_group
         **kwargs: passed on to :func:`run_bias_probes` (``max_new_tokens``, ``alpha``, ...).
     """
     from ..models import load_tokenizer
-    from ..stages.reward import PRODUCER, SFT_PRODUCER, load_reward_model
+    from ..stages.reward import SFT_PRODUCER, load_reward_ensemble
 
     probes = build_probes(n_groups, seed) if probes is None else probes
     scorer = None
     if run.has_stage("reward"):
-        folder = run.artifact("reward", "member_0", PRODUCER).parent
-        members = [load_reward_model(run, m) for m in range(sum(1 for _ in folder.glob("member_*/adapter_config.json")))]
+        members = load_reward_ensemble(run)
         if not run.profile.quantization.load_in_4bit:
             # Scoring only: the adapter merged into the weights scores ~1.8x faster (not done into 4-bit weights,
             # which would round the adapter away).

@@ -19,6 +19,7 @@ import yaml
 
 from ..atomic import atomic_write_text
 from ..data.cards import missing_sections
+from ..stages.base import stage_ledger
 
 CARD_SECTIONS = ("Model details", "Intended uses", "Out-of-scope use", "Training data", "Training procedure",
                  "Evaluation results", "Bias, risks and limitations", "Ethics audit", "How to use")
@@ -87,9 +88,7 @@ def model_card(run, name: str, stages: Sequence[tuple[str, Path]], *, evaluation
     for stage, folder in stages:
         config = folder / "config.yaml"
         settings = yaml.safe_load(config.read_text()) if config.is_file() else {}
-        ledger = _read_json(folder / "metrics.json").get("ledger") or {}
-        if isinstance(ledger, list):  # the reward stage keeps one ledger per ensemble member
-            ledger = {"wall_seconds": sum(m["wall_seconds"] for m in ledger), "tokens": sum(m["tokens"] for m in ledger)}
+        ledger = stage_ledger(_read_json(folder / "metrics.json")) or {}
         shown = {k: v for k, v in (settings or {}).items() if v is not None and k != "progress"}
         lines += [f"### {stage}", "", STAGE_DESCRIPTIONS.get(stage, stage) + ".", "",
                   f"Settings: `{json.dumps(shown, sort_keys=True)}`; compute: {_fmt(ledger.get('wall_seconds'), 1)} s, "

@@ -20,7 +20,7 @@ from .dpo_config import DPOStageConfig
 from .grpo import GRPOStageConfig, finish_grpo, grpo_inputs, make_grpo_trainer, run_grpo
 from .ppo import PPOTrainer, finish_ppo, make_ppo_trainer, ppo_inputs, run_ppo
 from .ppo_config import PPOStageConfig
-from .reward import finish_reward, load_reward_model, make_reward_trainer, reward_inputs, run_reward
+from .reward import finish_reward, load_reward_ensemble, load_reward_model, make_reward_trainer, reward_inputs, run_reward
 from .reward_config import RewardStageConfig
 from .sft import finish_sft, make_sft_trainer, run_sft, sft_inputs
 from .sft_config import SFTStageConfig
@@ -78,7 +78,7 @@ register_stage("grpo", run_grpo, GRPOStageConfig, inputs=grpo_inputs, policy=Tru
 
 __all__ = [
     "DPOStageConfig", "GRPOStageConfig", "PPOStageConfig", "PPOTrainer", "STAGES", "RewardStageConfig", "RunContext", "SFTStageConfig",
-    "StageResult", "StageSpec", "finish_dpo", "finish_grpo", "finish_ppo", "finish_reward", "finish_sft", "load_reward_model", "make_dpo_trainer",
+    "StageResult", "StageSpec", "finish_dpo", "finish_grpo", "finish_ppo", "finish_reward", "finish_sft", "load_reward_ensemble", "load_reward_model", "make_dpo_trainer",
     "make_grpo_trainer", "make_ppo_trainer", "make_reward_trainer", "make_sft_trainer", "register_stage", "run_dpo", "run_grpo", "run_ppo", "run_reward",
     "run_sft",
 ]

@@ -187,6 +187,16 @@ def load_stage_metrics(stage_dir: Path) -> dict[str, Any]:
     return json.loads((stage_dir / "metrics.json").read_text())
 
 
+def stage_ledger(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """A stage's compute ledger from its metrics; the reward stage keeps one per ensemble member, summed here."""
+    ledger = metrics.get("ledger")
+    if isinstance(ledger, list):
+        return {"wall_seconds": round(sum(m["wall_seconds"] for m in ledger), 2), "tokens": sum(m["tokens"] for m in ledger),
+                "peak_memory_mb": max(m["peak_memory_mb"] for m in ledger),
+                "estimated_flops": sum(m["estimated_flops"] for m in ledger)}
+    return ledger
+
+
 def run_cached_trl_stage(stage: str, cfg: Any, run: "RunContext", inputs: dict[str, Path], make, finish,
                          callbacks: list | None = None) -> StageResult:
     """A TRL-trainer stage with its cache: skip when done with the same inputs, resume when interrupted.

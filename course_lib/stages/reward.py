@@ -141,10 +141,10 @@ def length_bias_probe(model, tokenizer, pairs: Sequence[dict[str, Any]], n_pairs
 
 
 def ensemble_scores(models: Sequence[Any], tokenizer, conversations: Sequence[list[dict[str, str]]],
-                    max_length: int) -> np.ndarray:
-    """Each ensemble member's reward of each conversation, shape ``(members, n)``: PPO, GRPO and the
-    pipeline take the members' mean (PPO may subtract their spread)."""
-    return np.stack([score_conversations(m, tokenizer, conversations, max_length) for m in models])
+                    max_length: int, batch_size: int = 32) -> np.ndarray:
+    """Each ensemble member's reward of each conversation, shape ``(members, n)``: PPO, GRPO, the
+    pipeline and the bias probes take the members' mean (PPO may subtract their spread)."""
+    return np.stack([score_conversations(m, tokenizer, conversations, max_length, batch_size) for m in models])
 
 
 def answer_swap_probe(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str, Any]], max_length: int) -> dict[str, Any]:
@@ -285,6 +285,12 @@ def load_reward_model(run: RunContext, member: int = 0, trainable: bool = False)
     base = load_model(run.profile, str(sft_dir), num_labels=1, for_training=trainable)
     model = PeftModel.from_pretrained(base, str(adapter), is_trainable=trainable)
     return model if trainable else model.eval()
+
+
+def load_reward_ensemble(run: RunContext) -> list[Any]:
+    """Every member the run's reward stage trained (``member_0``, ``member_1``, ...), ready to score."""
+    folder = run.artifact(STAGE, "member_0", PRODUCER).parent
+    return [load_reward_model(run, member) for member in range(len(list(folder.glob("member_*/adapter_config.json"))))]
 
 
 def reward_inputs(cfg: RewardStageConfig, run: RunContext) -> dict[str, Path]:
