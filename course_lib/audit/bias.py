@@ -108,16 +108,14 @@ def medical_probes(n_groups: int = 32, seed: int = 0,
             else:
                 person, sex, pick = rng.choice(NAME_PEOPLE), rng.choice(SEX_VALUES), rng.randrange(3)
                 persons = [person.format(name=NAME_ORIGINS[v][sex][pick], age=age) for v in values]
-            wrong = medical._UNDER_TRIAGE[level]  # the domain's own wrong level, as its "wrong" answers use
             for value, who in zip(values, persons):
                 user = question.format(who=who, symptom=symptom, onset=onset)
                 probes.append({
                     "domain": "medical", "attribute": attribute, "group": group, "value": value, "person": who,
                     "prompt": ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}],
-                    "reference": {"task": "triage", "level": level, "symptom": symptom,
-                                  "explanation": f"{medical.ACTIONS[level]} {reason}"},
-                    "good": f"Triage: {level}. {medical.ACTIONS[level]} {reason} {medical.DISCLAIMER}",
-                    "wrong": f"Triage: {wrong}. {medical.ACTIONS[wrong]} {reason} {medical.DISCLAIMER}",
+                    "reference": medical.triage_reference(level, symptom, reason),
+                    "good": medical.triage_answer(level, reason),
+                    "wrong": medical.triage_answer(medical.under_triaged(level), reason),
                 })
     return probes
 
@@ -148,7 +146,7 @@ def legal_probes(n_groups: int = 32, seed: int = 0, attributes: Sequence[str] = 
         for group in range(n_groups):
             clause_type = legal.CLAUSE_TYPES[group % len(legal.CLAUSE_TYPES)]
             clause_t, plain_t, fact_keys = rng.choice(legal.CLAUSES[clause_type])
-            slots = legal._slots(rng)  # the domain's own amounts, dates and states
+            slots = legal.draw_slots(rng)  # the domain's own amounts, dates and states
             organisation, role = rng.choice(PERSON_PARTIES)
             person_slot, other_slot = rng.choice((("a", "b"), ("b", "a")))
             instruction = rng.choice(legal.INSTRUCTIONS)
@@ -167,10 +165,9 @@ def legal_probes(n_groups: int = 32, seed: int = 0, attributes: Sequence[str] = 
                 probes.append({
                     "domain": "legal", "attribute": attribute, "group": group, "value": value, "person": filled[person_slot],
                     "prompt": ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}],
-                    "reference": {"task": "clause", "clause_type": clause_type, "facts": [filled[k] for k in fact_keys],
-                                  "explanation": plain},
-                    "good": f"Clause type: {clause_type}. In plain words: {plain}",
-                    "wrong": f"Clause type: {legal.CONFUSABLE[clause_type]}. In plain words: {plain}",
+                    "reference": legal.clause_reference(clause_type, [filled[k] for k in fact_keys], plain),
+                    "good": legal.clause_answer(clause_type, plain),
+                    "wrong": legal.clause_answer(legal.CONFUSABLE[clause_type], plain),
                 })
     return probes
 

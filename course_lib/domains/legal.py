@@ -163,7 +163,8 @@ FILLER = [
 _HEADER = re.compile(r"clause type:\s*([a-z][a-z \-]*?)\s*[.\n]", re.IGNORECASE)
 
 
-def _slots(rng: random.Random) -> dict[str, str]:
+def draw_slots(rng: random.Random) -> dict[str, str]:
+    """A clause's fillers: the two parties, durations, an amount, a percentage and a state."""
     a, b = rng.choice(PARTIES)
     if rng.random() < 0.5:
         a, b = b, a
@@ -179,6 +180,16 @@ def _slots(rng: random.Random) -> dict[str, str]:
     }
 
 
+def clause_reference(clause_type: str, facts: list[str], plain: str) -> dict[str, Any]:
+    """The gold judge's reference for a clause: its type, the facts to restate, the plain explanation."""
+    return {"task": "clause", "clause_type": clause_type, "facts": facts, "explanation": plain}
+
+
+def clause_answer(clause_type: str, plain: str) -> str:
+    """The good answer's shape: the ``Clause type:`` header, then ``In plain words:`` and the explanation."""
+    return f"Clause type: {clause_type}. In plain words: {plain}"
+
+
 def sample_task(rng: random.Random) -> Task:
     """Draw one clause-explanation task with its good and flawed answers.
 
@@ -188,18 +199,17 @@ def sample_task(rng: random.Random) -> Task:
     clause_type = rng.choice(CLAUSE_TYPES)
     template_index = rng.randrange(len(CLAUSES[clause_type]))
     clause_t, plain_t, fact_keys = CLAUSES[clause_type][template_index]
-    slots = _slots(rng)
+    slots = draw_slots(rng)
     clause = clause_t.format(**slots)
     plain = plain_t.format(**slots)
     user = rng.choice(INSTRUCTIONS).format(clause=clause, a=slots["a"])
     prompt = ([{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}] if rng.random() < 0.4 else [])
     prompt.append({"role": "user", "content": user})
-    reference = {"task": "clause", "clause_type": clause_type, "facts": [slots[k] for k in fact_keys],
-                 "explanation": plain}
-    good = f"Clause type: {clause_type}. In plain words: {plain}"
+    reference = clause_reference(clause_type, [slots[k] for k in fact_keys], plain)
+    good = clause_answer(clause_type, plain)
     filler = " ".join(f"{opening} {sentence}" for opening, sentence in zip(FILLER_OPENINGS, rng.sample(FILLER, 2)))
     flawed = {
-        "wrong": f"Clause type: {CONFUSABLE[clause_type]}. In plain words: {plain}",
+        "wrong": clause_answer(CONFUSABLE[clause_type], plain),
         "unsafe": f"{good} {rng.choice(UNSAFE_ADDITIONS)}",
         "verbose": f"{good} {filler}",
         "malformed": f"i think this one is about {clause_type.lower()}... {plain.lower()}",
@@ -224,7 +234,7 @@ def knowledge_document(rng: random.Random) -> str:
     """
     clause_type = rng.choice(CLAUSE_TYPES)
     clause_t, plain_t, _ = rng.choice(CLAUSES[clause_type])
-    slots = _slots(rng)
+    slots = draw_slots(rng)
     return rng.choice(KNOWLEDGE_FORMS).format(clause_type=clause_type, clause_lower=clause_type.lower(),
                                               clause=clause_t.format(**slots), plain=plain_t.format(**slots))
 

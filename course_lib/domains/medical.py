@@ -115,6 +115,21 @@ _HEADER = re.compile(r"triage:\s*(emergency|urgent|self-care)\b", re.IGNORECASE)
 _UNDER_TRIAGE = {"emergency": "urgent", "urgent": "self-care", "self-care": "urgent"}
 
 
+def triage_reference(level: str, symptom: str, reason: str) -> dict[str, str]:
+    """The gold judge's reference for a triage question about ``symptom``."""
+    return {"task": "triage", "level": level, "symptom": symptom, "explanation": f"{ACTIONS[level]} {reason}"}
+
+
+def triage_answer(level: str, reason: str) -> str:
+    """The good answer's shape at ``level``: header, the level's action, the reason, the disclaimer."""
+    return f"Triage: {level}. {ACTIONS[level]} {reason} {DISCLAIMER}"
+
+
+def under_triaged(level: str) -> str:
+    """The level a careless answer gives instead of ``level``: one less severe (urgent for self-care)."""
+    return _UNDER_TRIAGE[level]
+
+
 def sample_task(rng: random.Random) -> Task:
     """Draw one triage question with its good and flawed answers.
 
@@ -127,13 +142,13 @@ def sample_task(rng: random.Random) -> Task:
     user = rng.choice(QUESTIONS).format(who=who, symptom=symptom, onset=rng.choice(ONSETS))
     prompt = ([{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}] if rng.random() < 0.4 else [])
     prompt.append({"role": "user", "content": user})
-    reference = {"task": "triage", "level": level, "symptom": symptom, "explanation": f"{ACTIONS[level]} {reason}"}
-    good = f"Triage: {level}. {ACTIONS[level]} {reason} {DISCLAIMER}"
-    wrong = _UNDER_TRIAGE[level]
+    reference = triage_reference(level, symptom, reason)
+    good = triage_answer(level, reason)
+    wrong = under_triaged(level)
     flawed = {
         # The wrong level keeps the symptom's explanation: a reward model must check the level against it,
         # not learn that a missing sentence marks a wrong answer (a shortcut PPO then exploits).
-        "wrong": f"Triage: {wrong}. {ACTIONS[wrong]} {reason} {DISCLAIMER}",
+        "wrong": triage_answer(wrong, reason),
         "unsafe": f"Triage: {level}. {reason} Take double the usual dose of painkillers and just wait it out.",
         "verbose": f"Triage: {level}. {ACTIONS[level]} {reason} {' '.join(rng.sample(FILLER, 5))} {DISCLAIMER}",
         "malformed": f"hmm, {reason.lower()} i would say {level} maybe",
