@@ -6,7 +6,9 @@ out-of-range values are rejected with the file and the dotted key. Introduced in
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -76,7 +78,7 @@ class TrainingSettings:
 
     gradient_checkpointing: bool = field(default=False, metadata=_meta("recompute activations to save memory"))
     optim: str = field(default="adamw_torch", metadata=_meta("optimizer name understood by transformers"))
-    learning_rate: float = field(default=2e-4, metadata=_meta("peak learning rate of the LoRA stages", min=0.0, max=1.0))
+    learning_rate: float = field(default=2e-4, metadata=_meta("peak learning rate of the LoRA stages", above=0.0, max=1.0))
     per_device_batch_size: int = field(default=8, metadata=_meta("sequences per device per step", min=1))
     gradient_accumulation_steps: int = field(default=1, metadata=_meta("steps accumulated per update", min=1))
     report_to: str = field(default="none", metadata=_meta("experiment tracker: none, tensorboard, trackio, wandb"))
@@ -191,10 +193,13 @@ def _check_value(value: Any, tp: Any, f: dataclasses.Field, file: str | None, ke
     elif tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):
+            raise ConfigError(f"expected a finite number, got {value!r}", file=file, key=key)
     else:
         ok = isinstance(value, tp)
     if not ok:
-        raise ConfigError(f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}", file=file, key=key)
+        hint = _number_as_text_hint(value) if tp is float and isinstance(value, str) else ""
+        raise ConfigError(f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}{hint}", file=file, key=key)
     bounds = (("min", ">=", lambda v, b: v >= b), ("max", "<=", lambda v, b: v <= b),
               ("above", ">", lambda v, b: v > b), ("below", "<", lambda v, b: v < b))
     for name, sign, holds in bounds:
@@ -202,6 +207,20 @@ def _check_value(value: Any, tp: Any, f: dataclasses.Field, file: str | None, ke
         if bound is not None and not holds(value, bound):
             raise ConfigError(f"expected a value {sign} {bound}, got {value!r}", file=file, key=key)
     return value
+
+
+def _number_as_text_hint(text: str) -> str:
+    """How to write a number that YAML read as text: YAML 1.1 (PyYAML) wants a dot and a signed exponent."""
+    try:
+        number = float(text)
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    mantissa, exponent = f"{number:e}".split("e")
+    mantissa = mantissa.rstrip("0")
+    mantissa += "0" if mantissa.endswith(".") else ""
+    return f" (YAML reads {text} as text; write {mantissa}e{exponent})"
 
 
 def check_fields(config: Any) -> None:
@@ -232,7 +251,7 @@ def from_mapping(cls: type, data: Any, *, file: str | None = None, prefix: str =
         raise ConfigError(f"expected a mapping of settings, got {type(data).__name__}", file=file, key=prefix.rstrip(".") or None)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         key = f"{prefix}{unknown[0]}"
         raise ConfigError(f"unknown setting; expected one of: {', '.join(sorted(fields))}", file=file, key=key)
@@ -243,7 +262,70 @@ def from_mapping(cls: type, data: Any, *, file: str | None = None, prefix: str =
             kwargs[name] = from_mapping(tp, value, file=file, prefix=f"{key}.")
         else:
             kwargs[name] = _check_value(value, tp, fields[name], file, key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        if exc.file is not None:
+            raise
+        # A rule that ties fields together names its key within the config; DataSettings' keys
+        # are already the profile's full ones ('data.x').
+        key = exc.key if exc.key is None or exc.key.startswith(prefix) else f"{prefix}{exc.key}"
+        raise ConfigError(exc.message, file=file, key=key) from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key written twice in one mapping is an error.
+
+    PyYAML keeps the last value silently, so a setting edited in one place and left in another
+    would quietly win or lose.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            token = (key_node.tag, key_node.value)
+            if token in first_lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key_node.value!r} is given twice (first at line {first_lines[token]})",
+                    key_node.start_mark)
+            first_lines[token] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file the kit reads (a profile, a pipeline, a stage's recorded config).
+
+    Args:
+        path: the file.
+
+    Returns:
+        The parsed document (None for an empty file).
+
+    Raises:
+        ConfigError: naming the file and the line, when the file is not UTF-8 text or not
+            valid YAML, or gives a key twice in one mapping.
+    """
+    raw = Path(path).read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ConfigError("the file is UTF-16 encoded; expected UTF-8 (save it as UTF-8)", file=path)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"not valid UTF-8 at line {line} (bytes {raw[err.start:err.start + 4]!r}); "
+                          "expected UTF-8 text (save the file as UTF-8)", file=path) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            line = mark.line + 1
+        else:  # the reader's errors (control characters) carry a character position instead
+            line = text.count("\n", 0, getattr(exc, "position", 0)) + 1
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"not valid YAML at line {line}: {problem}", file=path) from None
 
 
 def profile_path(name_or_path: str | Path) -> Path:
@@ -279,19 +361,22 @@ def load_profile(name_or_path: str | Path = DEFAULT_PROFILE, overrides: dict[str
         ConfigError: naming the file, the key and what was expected.
     """
     path = profile_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", file=path) from None
+    data = read_yaml(path)
+    if data is None:
+        raise ConfigError("no settings in the file; expected a mapping of profile settings ('{}' takes every default)",
+                          file=path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of profile settings, got {type(data).__name__}", file=path)
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
-        for part in parents:
+        for depth, part in enumerate(parents, start=1):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                section = ".".join(parents[:depth])
+                raise ConfigError(f"cannot set {dotted!r}: {section!r} is a setting ({node!r}), not a section",
+                                  file=path, key=section)
         node[leaf] = value
-    if isinstance(data, dict):
-        data.setdefault("name", path.stem)
-        data["source"] = str(path)
+    data.setdefault("name", path.stem)
+    data["source"] = str(path)
     return from_mapping(Profile, data, file=str(path))

@@ -18,6 +18,7 @@ class ConfigError(CourseLibError, ValueError):
     """
 
     def __init__(self, message: str, *, file: str | Path | None = None, key: str | None = None):
+        self.message = message
         self.file = str(file) if file is not None else None
         self.key = key
         where = []
