@@ -48,11 +48,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 
 from .atomic import atomic_write_json, atomic_write_jsonl
-from .config import from_mapping
-from .errors import ConfigError, MissingArtifactError
+from .config import from_mapping, read_yaml
+from .errors import ConfigError, CourseLibError, MissingArtifactError
 from .fingerprint import digest_json, files_digest
 from .stages import STAGES, RunContext, StageResult
 from .stages.base import MARKER, code_version, completed, stage_hash, stage_ledger
@@ -100,11 +99,23 @@ class Pipeline:
         for name, cfg in self.stages.items():
             recorded = run.stage_dir(name) / "config.yaml"
             if (run.stage_dir(name) / MARKER).is_file() and recorded.is_file():
-                settings = yaml.safe_load(recorded.read_text())
-                if "progress" in settings:
+                settings = read_yaml(recorded)
+                if isinstance(settings, dict) and "progress" in settings:
                     settings["progress"] = cfg.progress
                 stages[name] = from_mapping(type(cfg), settings, file=str(recorded))
         return dataclasses.replace(self, stages=stages)
+
+    def selected(self, names: list[str] | None) -> list[str]:
+        """The ablations ``names`` asks for (all of them for None), checked against the file's.
+
+        Raises:
+            ConfigError: naming the first ablation the file does not define.
+        """
+        unknown = [n for n in names or [] if n not in self.ablations]
+        if unknown:
+            raise ConfigError(f"no ablation named {unknown[0]!r}; expected one of: {', '.join(self.ablations)}",
+                              file=self.source, key="ablations")
+        return names or list(self.ablations)
 
     def config_for(self, stage: str, previous_policy: str | None) -> Any:
         """The stage's config within an ablation: its ``start_field`` set to the ablation's previous policy."""
@@ -124,8 +135,9 @@ def load_pipeline(path: str | Path, *, progress: bool = True, seed: int | None =
         seed: replaces the file's ``seed`` (the track passes its ``SEED``).
 
     Raises:
-        ConfigError: naming the file and the key: unknown stages or settings, a missing section,
-            or an ablation whose stages come in an impossible order.
+        ConfigError: naming the file and the key (or the line, for a file that is not UTF-8 YAML):
+            unknown stages or settings, a missing section, or an ablation whose stages come in an
+            impossible order.
     """
     file = Path(path)
     if not file.suffix and not file.exists():
@@ -133,40 +145,38 @@ def load_pipeline(path: str | Path, *, progress: bool = True, seed: int | None =
     if not file.is_file():
         known = ", ".join(sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml")))
         raise ConfigError(f"pipeline file does not exist; expected a .yaml path or one of: {known}", file=file)
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"not valid YAML{f' at line {mark.line + 1}' if mark else ''}: "
-                          f"{getattr(exc, 'problem', exc)}", file=file) from None
+    data = read_yaml(file)
     if not isinstance(data, dict):
-        raise ConfigError("expected a mapping with 'stages' and 'ablations'", file=file)
-    unknown = sorted(set(data) - TOP_LEVEL)
+        raise ConfigError(f"expected a mapping with 'stages' and 'ablations', got {type(data).__name__}", file=file)
+    unknown = sorted(set(data) - TOP_LEVEL, key=str)
     if unknown:
-        raise ConfigError(f"unknown section; expected one of: {', '.join(sorted(TOP_LEVEL))}", file=file, key=unknown[0])
+        raise ConfigError(f"unknown section; expected one of: {', '.join(sorted(TOP_LEVEL))}", file=file, key=str(unknown[0]))
     for section in ("stages", "ablations"):
-        if not isinstance(data.get(section), dict) or not data[section]:
+        if not data.get(section):
             raise ConfigError(f"missing or empty; expected a mapping of {section}", file=file, key=section)
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"expected a mapping of {section}, got {type(data[section]).__name__}", file=file, key=section)
+    for key in ("description", "preferences"):
+        if key in data and (not isinstance(data[key], str) or not data[key]):
+            raise ConfigError(f"expected a non-empty string, got {data[key]!r}", file=file, key=key)
     seed = data.get("seed", 0) if seed is None else seed
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"expected an integer, got {seed!r}", file=file, key="seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"expected an integer >= 0, got {seed!r}", file=file, key="seed")
     preferences = data.get("preferences")
     stages: dict[str, Any] = {}
     for name, settings in data["stages"].items():
+        key = f"stages.{name}"
         if name not in STAGES:
             raise ConfigError(f"unknown stage; expected one of: {', '.join(STAGES)} "
-                              "(or register one with course_lib.stages.register_stage)", file=file, key=f"stages.{name}")
-        settings = dict(settings or {})
+                              "(or register one with course_lib.stages.register_stage)", file=file, key=key)
+        if not isinstance(settings, (dict, type(None))):
+            raise ConfigError(f"expected a mapping of the stage's settings ({{}} for its defaults), "
+                              f"got {type(settings).__name__}", file=file, key=key)
         cls = STAGES[name].config_class
         names = {f.name for f in dataclasses.fields(cls)}
         defaults = {"seed": seed, "progress": progress, PREFERENCE_STAGES_FIELD: preferences}
-        settings = {**{k: v for k, v in defaults.items() if k in names and v is not None}, **settings}
-        try:
-            stages[name] = from_mapping(cls, settings, file=str(file), prefix=f"stages.{name}.")
-        except ConfigError as exc:
-            if exc.file:
-                raise
-            raise ConfigError(str(exc).split(": ", 1)[-1], file=file, key=f"stages.{name}.{exc.key}") from None
+        settings = {**{k: v for k, v in defaults.items() if k in names and v is not None}, **(settings or {})}
+        stages[name] = from_mapping(cls, settings, file=str(file), prefix=f"{key}.")
     ablations = {}
     for name, order in data["ablations"].items():
         key = f"ablations.{name}"
@@ -246,10 +256,8 @@ def plan_pipeline(pipeline: Pipeline, run: RunContext, ablations: list[str] | No
     """
     import pandas as pd
 
-    from .errors import MissingArtifactError
-
     rows = []
-    for name in ablations or list(pipeline.ablations):
+    for name in pipeline.selected(ablations):
         variant = run.variant(name, copy_data=False)
         previous_policy, upstream_trains = None, False
         for stage in pipeline.ablations[name]:
@@ -383,11 +391,7 @@ def run_pipeline(pipeline: Pipeline | str | Path, run: RunContext, ablations: li
         ``{"stages": [outcome, ...], "results": {ablation: evaluation}, "trained": n}``.
     """
     pipe = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
-    names = ablations or list(pipe.ablations)
-    unknown = [n for n in names if n not in pipe.ablations]
-    if unknown:
-        raise ConfigError(f"no ablation named {unknown[0]!r}; expected one of: {', '.join(pipe.ablations)}",
-                          file=pipe.source, key="ablations")
+    names = pipe.selected(ablations)
     outcomes = [o for name in names for o in run_ablation(pipe, name, run, on_stage)]
     results = evaluate_ablations(pipe, run, names)
     summary = {"pipeline": pipe.source, "stages": [dataclasses.asdict(o) for o in outcomes], "results": results,
@@ -472,11 +476,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         pipe = load_pipeline(args.pipeline, progress=not args.no_progress)
+        pipe.selected(args.ablation)  # before the run directory is made
         run = RunContext.create(args.run, args.profile)
         if args.settings_from_run:
             pipe = pipe.with_settings_of(run)
         ensure_curated_data(run.run_dir, seed=pipe.seed, sizes=run.profile.data)
-    except ConfigError as exc:
+    except CourseLibError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
