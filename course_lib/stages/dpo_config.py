@@ -38,7 +38,7 @@ class DPOStageConfig:
     eval_prompts: int = field(default=60, metadata={"help": "held-out prompts scored by the gold judge before and after", "min": 0})
     max_new_tokens: int = field(default=96, metadata={"help": "longest generated reply in the gold evaluation and the KL", "min": 1})
     kl_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the replies the KL is measured on (PPO's)", "above": 0})
-    seed: int = field(default=0, metadata={"help": "seed of the adapter and the data order"})
+    seed: int = field(default=0, metadata={"help": "seed of the adapter and the data order", "min": 0})
     progress: bool = field(default=True, metadata={"help": "show a live progress bar with the running loss"})
     report_to: str | None = field(default=None, metadata={"help": "none, tensorboard, trackio, wandb; None = the profile's"})
 

@@ -53,10 +53,10 @@ class PPOStageConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping", "above": 0})
     save_steps: int = field(default=10, metadata={"help": "iterations between checkpoints (for resuming)", "min": 1})
     resume: bool = field(default=True, metadata={"help": "continue from the last checkpoint of an unfinished run"})
-    eval_prompts: int = field(default=60, metadata={"help": "held-out prompts scored by the gold judge before and after"})
+    eval_prompts: int = field(default=60, metadata={"help": "held-out prompts scored by the gold judge before and after", "min": 0})
     sample_every: int = field(default=5, metadata={"help": "iterations between stored sample completions", "min": 1})
     train_file: str = field(default="prefs_train.jsonl", metadata={"help": "data file in <run>/data whose prompts PPO samples"})
-    seed: int = field(default=0, metadata={"help": "seed of the adapter, the prompt order and the sampling"})
+    seed: int = field(default=0, metadata={"help": "seed of the adapter, the prompt order and the sampling", "min": 0})
     progress: bool = field(default=True, metadata={"help": "show a live progress bar with reward and KL"})
 
     def __post_init__(self) -> None:

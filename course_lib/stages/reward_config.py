@@ -20,14 +20,14 @@ class RewardStageConfig:
 
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps per model; None = the profile's budgets.reward", "min": 1})
     learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate; None = the profile's", "above": 0, "below": 1})
-    batch_size: int | None = field(default=None, metadata={"help": "preference pairs per device per step; None = the profile's"})
+    batch_size: int | None = field(default=None, metadata={"help": "preference pairs per device per step; None = the profile's", "min": 1})
     ensemble_size: int = field(default=1, metadata={"help": "reward models trained with different seeds (uncertainty per pair)", "min": 1})
     kfold: int = field(default=0, metadata={"help": "folds for cross-validated accuracy on the training pairs; 0 = off", "min": 0})
-    bootstrap_resamples: int = field(default=2000, metadata={"help": "resamples of the accuracy's bootstrap CI"})
+    bootstrap_resamples: int = field(default=2000, metadata={"help": "resamples of the accuracy's bootstrap CI", "min": 1})
     calibration_bins: int = field(default=8, metadata={"help": "bins of the calibration curve", "min": 2})
-    length_probe_pairs: int = field(default=60, metadata={"help": "pairs that differ only in length, for the length-bias probe"})
+    length_probe_pairs: int = field(default=60, metadata={"help": "pairs that differ only in length, for the length-bias probe; 0 = off", "min": 0})
     train_file: str = field(default="prefs_train.jsonl", metadata={"help": "preference file in <run>/data (or labels from the widget)"})
-    seed: int = field(default=0, metadata={"help": "seed of the first ensemble member (others add 1, 2, ...)"})
+    seed: int = field(default=0, metadata={"help": "seed of the first ensemble member (others add 1, 2, ...)", "min": 0})
     progress: bool = field(default=True, metadata={"help": "show a live progress bar while the first model trains"})
     report_to: str | None = field(default=None, metadata={"help": "none, tensorboard, trackio, wandb; None = the profile's"})
 

@@ -31,7 +31,7 @@ class SFTStageConfig:
     resume: bool = field(default=True, metadata={"help": "continue from the last checkpoint of an unfinished run"})
     eval_prompts: int = field(default=60, metadata={"help": "held-out prompts scored by the gold judge before and after", "min": 0})
     max_new_tokens: int = field(default=64, metadata={"help": "longest generated reply in the gold evaluation", "min": 1})
-    seed: int = field(default=0, metadata={"help": "seed of initialisation and data order"})
+    seed: int = field(default=0, metadata={"help": "seed of initialisation and data order", "min": 0})
     progress: bool = field(default=True, metadata={"help": "show a live progress bar with the running loss"})
     report_to: str | None = field(default=None, metadata={"help": "none, tensorboard, trackio, wandb; None = the profile's"})
 
