@@ -74,6 +74,8 @@ class TrackConfig:
             raise ConfigError(f"run name must be a plain folder name, got {self.name!r}", key="name")
         if self.cell_timeout < 1:
             raise ConfigError("cell_timeout must be at least 1 second", key="cell_timeout")
+        if self.seed < 0:
+            raise ConfigError(f"expected a seed >= 0, got {self.seed}", key="seed")
         self.runs_dir, self.notebooks_dir = Path(self.runs_dir), Path(self.notebooks_dir)
 
     @property
@@ -182,13 +184,14 @@ def run_track(cfg: TrackConfig, log=print) -> dict[str, Any]:
     import papermill
 
     run_dir = cfg.run_dir
-    profile = load_profile(cfg.profile, cfg.overrides)  # validates before anything runs
-    run_dir.mkdir(parents=True, exist_ok=True)
-    profile_file = run_dir / "profile.yaml"
-    atomic_write_yaml(profile_file, {k: v for k, v in profile.to_dict().items() if k != "source"})
+    # Everything the user chose is checked before the run directory gets its first file.
+    profile = load_profile(cfg.profile, cfg.overrides)
     notebooks = select_notebooks(track_notebooks(cfg.notebooks_dir), cfg.only)
     if not notebooks:
         raise ConfigError(f"no numbered notebooks found in {cfg.notebooks_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    profile_file = run_dir / "profile.yaml"
+    atomic_write_yaml(profile_file, {k: v for k, v in profile.to_dict().items() if k != "source"})
     base_params = {"PROFILE": str(profile_file), "RUN_DIR": str(run_dir), "SEED": cfg.seed,
                    "RUN_SOLUTIONS": cfg.solutions, **cfg.params}
     state = _load_state(run_dir)
@@ -251,7 +254,11 @@ def _parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}", key=flag)
-        out[key] = yaml.safe_load(raw)
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"{flag} {item!r}: the value is not a YAML scalar, list or mapping; "
+                              "quote it to pass text", key=key) from None
     return out
 
 
