@@ -1,7 +1,10 @@
 """Loading models and tokenizers: the tiny base, a local folder or a hub id; 4-bit; LoRA.
 
 Every stage loads through here so that the precision, quantization, LoRA shape and
-safety switches (safetensors only, ``trust_remote_code`` off) come from the profile.
+safety switches come from the profile. Safe loading: weights load from safetensors only
+(a pickle checkpoint such as ``pytorch_model.bin`` can run code when unpickled, so a folder
+holding only pickles is refused before anything opens it), and code shipped with a model
+(``auto_map``) runs only when the profile sets ``model.trust_remote_code``.
 Introduced in ``00_setup``.
 """
 from __future__ import annotations
@@ -19,6 +22,8 @@ from .errors import ConfigError
 from .tiny_base import CHAT_TEMPLATE
 
 _LOCAL_PREFIXES = ("/", "./", "../", "~")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+"""Checkpoint files that are Python pickles: never loaded."""
 
 
 def detect_device(requested: str = "auto") -> str:
@@ -39,6 +44,73 @@ def detect_device(requested: str = "auto") -> str:
             key="device",
         )
     return "cpu"
+
+
+def process_device(device: str) -> str:
+    """The torch device this process loads onto: ``cuda:<LOCAL_RANK>`` on a GPU (``cuda:0`` outside a
+    launcher), ``cpu`` on the CPU. Under ``accelerate launch`` or ``torchrun`` each data-parallel process
+    loads its own copy of the model onto its own GPU; without the rank, every copy would land on GPU 0."""
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if device == "cuda" else device
+
+
+def require_safetensors(folder: str | Path) -> None:
+    """Refuse a model or adapter folder whose weights are not safetensors, before any library opens them.
+
+    A pickle checkpoint (``pytorch_model.bin``, ``adapter_model.bin``, ``*.pt``) runs whatever code
+    it names when it is unpickled; a safetensors file holds tensors only. An adapter's base model,
+    when it is a local folder, is checked too.
+
+    Raises:
+        ConfigError: naming the folder, the pickle files it holds and how to convert them.
+    """
+    folder = Path(folder)
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES)
+        found = f"only pickle checkpoints ({', '.join(pickles)})" if pickles else "no *.safetensors weights"
+        raise ConfigError(
+            f"model folder {folder} holds {found}; the kit loads safetensors only, because loading a pickle can "
+            "run any code it carries. Convert it once, where you trust the file: load it with transformers (peft "
+            "for an adapter) and save_pretrained() it, which writes safetensors, e.g. python -c \"from transformers "
+            f"import AutoModelForCausalLM as M; M.from_pretrained('{folder}').save_pretrained('{folder}-safetensors')\"; "
+            "then name the new folder",
+            key="model.name",
+        )
+    adapter = folder / "adapter_config.json"
+    if adapter.is_file():
+        base = _read_json(adapter).get("base_model_name_or_path") or ""
+        if Path(base).expanduser().is_dir():
+            require_safetensors(Path(base).expanduser())
+
+
+def refuse_remote_code(folder: str | Path, trust_remote_code: bool) -> None:
+    """Refuse a local folder that ships its own model or tokenizer code unless the profile trusts it.
+
+    Such a folder names Python classes in ``auto_map`` (``config.json``, ``tokenizer_config.json``);
+    loading it with ``trust_remote_code`` would import and run that code.
+
+    Raises:
+        ConfigError: naming the folder and the file that asks for code to run.
+    """
+    if trust_remote_code:
+        return
+    for name in ("config.json", "tokenizer_config.json"):
+        path = Path(folder) / name
+        if path.is_file() and "auto_map" in _read_json(path):
+            raise ConfigError(
+                f"model folder {folder} ships its own code ('auto_map' in {name}), which the kit does not run "
+                "unless the profile sets model.trust_remote_code: true; set it only for code you have read",
+                key="model.trust_remote_code",
+            )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON: {err}", key="model.name") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} holds a {type(value).__name__}, expected a JSON object", key="model.name")
+    return value
 
 
 def _hub_offline() -> bool:
@@ -122,6 +194,8 @@ def load_tokenizer(profile: Profile, path: str | None = None):
     from transformers import AutoTokenizer
 
     source = path or resolve_model_path(profile.model.name)
+    if Path(source).is_dir():
+        refuse_remote_code(source, profile.model.trust_remote_code)
     tok = AutoTokenizer.from_pretrained(source, trust_remote_code=profile.model.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -177,14 +251,21 @@ def load_model(profile: Profile, path: str | None = None, *, num_labels: int | N
             input gradients, gradient checkpointing as the profile says).
 
     Returns:
-        A ``transformers`` model on the profile's device.
+        A ``transformers`` model on the profile's device (this process's GPU under a launcher).
+
+    Raises:
+        ConfigError: a folder without safetensors weights or with code the profile does not trust,
+            or a hub model without safetensors weights.
     """
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from .preflight import resolved_precision
 
     source = path or resolve_model_path(profile.model.name)
-    device = detect_device(profile.device)
+    if Path(source).is_dir():
+        require_safetensors(source)
+        refuse_remote_code(source, profile.model.trust_remote_code)
+    device = process_device(detect_device(profile.device))
     if device == "cpu":
         _hide_per_model_bars()
     quant = quantization_config(profile)
@@ -196,13 +277,13 @@ def load_model(profile: Profile, path: str | None = None, *, num_labels: int | N
     )
     if quant is not None:
         kwargs["quantization_config"] = quant
-        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+        kwargs["device_map"] = {"": device}
     if num_labels is None:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model = _from_pretrained(AutoModelForCausalLM, source, **kwargs)
     else:
         # A new head on a causal LM: transformers reports score.weight as missing, which is the point.
         with _quiet_load_report():
-            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, **kwargs)
+            model = _from_pretrained(AutoModelForSequenceClassification, source, num_labels=num_labels, **kwargs)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = model.config.eos_token_id
     if quant is None:
@@ -217,6 +298,23 @@ def load_model(profile: Profile, path: str | None = None, *, num_labels: int | N
     if profile.training.gradient_checkpointing and for_training and quant is None:
         model.activation_checkpointing_enable()
     return model
+
+
+def _from_pretrained(auto_class, source: str, **kwargs):
+    """``auto_class.from_pretrained``, with transformers' answer to a hub model without safetensors
+    ("do not set use_safetensors=True", the opposite of the kit's rule) turned into the kit's."""
+    try:
+        return auto_class.from_pretrained(source, **kwargs)
+    except OSError as err:
+        if "safetensors" not in str(err):
+            raise
+        raise ConfigError(
+            f"{source} has no safetensors weights; the kit loads safetensors only, because loading a pickle "
+            "checkpoint can run any code it carries. Pick a model or revision that ships model.safetensors, or "
+            "convert it once, where you trust it: python -c \"from transformers import AutoModelForCausalLM as M; "
+            f"M.from_pretrained('{source}').save_pretrained('converted')\", then name the folder 'converted'",
+            key="model.name",
+        ) from None
 
 
 @functools.cache  # a process-wide setting: once is enough
