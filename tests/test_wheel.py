@@ -71,7 +71,9 @@ def test_a_fresh_environment_installs_the_wheel_and_runs_notebooks_00_and_01(whe
     work.mkdir()
     missing = subprocess.run([str(python), "-c", "import course_lib"], cwd=work, env=env, capture_output=True, text=True)
     assert missing.returncode != 0, "the fresh environment must not see the checkout"
-    _run([str(python), "-m", "ipykernel", "install", "--prefix", str(env_dir), "--name", "python3"], work, env)
+    # ipykernel stages the kernel spec in a temporary folder and leaves that folder behind: keep it in tmp_path.
+    _run([str(python), "-m", "ipykernel", "install", "--prefix", str(env_dir), "--name", "python3"], work,
+         {**env, "TMPDIR": str(tmp_path)})
 
     # Colab/Kaggle: the notebook alone and the wheel beside it; the first cell installs it.
     shutil.copy2(wheel, work / wheel.name)
