@@ -144,6 +144,9 @@ def test_the_module_prints_a_configs_path():
 
 
 ALL_REDUCE = """
+import sys
+from pathlib import Path
+
 import torch
 import torch.distributed as dist
 from accelerate import PartialState
@@ -151,8 +154,9 @@ from accelerate import PartialState
 state = PartialState(cpu=True)  # what TrainingArguments(use_cpu=True) asks for in the kit's CPU stages
 total = torch.tensor([state.process_index + 1.0])
 dist.all_reduce(total)
-print(f"rank {state.process_index} of {state.num_processes}: {state.distributed_type.value} "
-      f"{dist.get_backend()} sum {total.item():.0f}", flush=True)
+# One file per process: their prints would interleave on the shared stdout.
+Path(sys.argv[1], f"rank_{state.process_index}.txt").write_text(
+    f"{state.num_processes} {state.distributed_type.value} {dist.get_backend()} {total.item():.0f}")
 """
 
 
@@ -163,8 +167,9 @@ def test_cpu_gloo_starts_two_processes_that_sum_over_gloo(tmp_path):
     accelerate = Path(sys.executable).with_name("accelerate")
     # No GPU visible, as on the CPU machines the config is for; torchrun's temporary files go to tmp_path.
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path)}
-    out = subprocess.run([str(accelerate), "launch", "--config_file", str(config_path("cpu_gloo")), str(script)],
-                         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    out = subprocess.run([str(accelerate), "launch", "--config_file", str(config_path("cpu_gloo")), str(script),
+                          str(tmp_path)], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert sorted(line for line in out.stdout.splitlines() if line.startswith("rank")) == [
-        "rank 0 of 2: MULTI_CPU gloo sum 3", "rank 1 of 2: MULTI_CPU gloo sum 3"]
+    # Two processes, one group over gloo: each saw the other's value in the sum 1 + 2.
+    assert sorted(p.name for p in tmp_path.glob("rank_*.txt")) == ["rank_0.txt", "rank_1.txt"]
+    assert {p.read_text() for p in tmp_path.glob("rank_*.txt")} == {"2 MULTI_CPU gloo 3"}
