@@ -9,6 +9,7 @@ from course_lib.data import (
     load_records, load_report, luhn_valid, near_dedup_step, normalize_step, pii_step, prompt_diversity,
     quality_step, scrub_pii, semantic_dedup_step, stratified_split,
 )
+from user_folder import SEED_SIZES, write_user_folder
 
 pytestmark = pytest.mark.unit
 datasets.disable_progress_bars()
@@ -81,6 +82,17 @@ def test_quality_lets_a_degenerate_rejected_reply_through_but_not_a_degenerate_c
     out, report = quality_step(ds(pairs))
     assert [r["id"] for r in out] == ["terse-rejected", "looping-rejected"]
     assert set(report.removals) == {"terse-chosen", "markup-rejected"}
+
+
+def test_quality_removes_a_pair_whose_replies_are_the_same():
+    good = "Clause type: Payment Terms. In plain words: Supplier must pay within 30 days."
+    prompt = [{"role": "user", "content": "Explain this clause."}]
+    pairs = [{"id": rid, "domain": "legal", "reference": "", "prompt": prompt,
+              "chosen": [{"role": "assistant", "content": good}], "rejected": [{"role": "assistant", "content": rejected}]}
+             for rid, rejected in (("kept", "Clause type: X."), ("same", "  " + good.upper()))]
+    out, report = quality_step(ds(pairs))
+    assert [r["id"] for r in out] == ["kept"]
+    assert report.removals["same"].startswith("identical pair") and report.reasons == {"identical pair": 1}
 
 
 PLANTED_PII = {
@@ -165,6 +177,16 @@ def test_stratified_split_keeps_domain_proportions():
     assert report.details["sizes"]["validation"] == {"code": 6, "legal": 6, "medical": 6}
     ids = [r["id"] for part in parts.values() for r in part]
     assert sorted(ids) == sorted(r["id"] for r in records)
+    assert report.details["stratified"]
+
+
+def test_a_small_set_is_split_without_stratifying_and_never_into_an_empty_validation_split():
+    records = [sft(f"r{i}", f"question number {i}", "an answer here", "general") for i in range(5)]
+    records.append(sft("lone", "the only legal question", "an answer here", "legal"))  # one record cannot stratify
+    parts, report = stratified_split(ds(records), val_fraction=0.1, seed=0)
+    assert (len(parts["train"]), len(parts["validation"])) == (5, 1) and not report.details["stratified"]
+    with pytest.raises(ValueError, match="too few"):
+        stratified_split(ds(records[:1]), val_fraction=0.1)
 
 
 def test_augmentation_adds_paraphrases_with_same_answers():
@@ -191,6 +213,10 @@ def test_config_validation():
         CurationConfig(near_dup_threshold=1.5)
     with pytest.raises(ValueError, match="val_fraction"):
         CurationConfig(val_fraction=0)
+    with pytest.raises(ValueError, match="user_data"):
+        CurationConfig(user_data={"sft_train": "mine.jsonl"})
+    with pytest.raises(ValueError, match="user_domain"):
+        CurationConfig(user_domain=" ")
 
 
 SMALL = {"sft_per_domain": 40, "prefs_per_domain": 40, "eval_per_domain": 12, "stdlib_functions": 5,
@@ -330,3 +356,32 @@ def test_steps_give_the_same_result_with_worker_processes():
         serial, serial_report = step(records)
         parallel, parallel_report = step(records, num_proc=2)
         assert list(serial) == list(parallel) and serial_report.to_dict() == parallel_report.to_dict()
+
+
+def test_user_data_is_curated_with_derived_ids_a_neutral_domain_and_notes(tmp_path):
+    """Plain TRL files (no id, domain or reference) go through every step; the report says what was skipped."""
+    config = CurationConfig(sizes=SEED_SIZES, user_data=write_user_folder(tmp_path / "mine"))
+    paths = build_curated_data(tmp_path / "run", config)
+    report = load_report(tmp_path / "run")
+    assert report["sources"] == {name: str(path) for name, path in config.user_data.items()}
+    train = list(load_records(paths["sft_train"], "sft", cache_dir=tmp_path / "c"))
+    assert all(r["id"].startswith("u-") and r["domain"] == "general" and r["reference"] == "" for r in train)
+    assert report["sizes"]["sft_train"] + report["sizes"]["sft_val"] == 6  # the repeated conversation is gone
+    sft_steps = {s["step"]: s for s in report["datasets"]["sft"]["steps"]}
+    assert sft_steps["exact_dedup"]["removed"] == 1
+    prefs_quality = next(s for s in report["datasets"]["prefs"]["steps"] if s["step"] == "quality")
+    assert prefs_quality["reasons"] == {"identical pair": 1}
+    assert report["gold_judge"]["eval_prompts"] == {"with_reference": 1, "without_reference": 1}
+    assert report["gold_judge"]["sft_train"]["with_reference"] == 0
+    assert any(note.startswith("records without a reference") and "eval_prompts 1 of 2" in note for note in report["notes"])
+    assert (tmp_path / "run" / "data" / "raw" / "sft.jsonl").read_text().count('"u-') == 7  # what came in, with its ids
+
+    stamp = paths["curation_report"].stat().st_mtime_ns
+    build_curated_data(tmp_path / "run", config)
+    assert paths["curation_report"].stat().st_mtime_ns == stamp  # same files: the build is reused
+    extra = {"messages": [{"role": "user", "content": "Should I update my printer firmware?"},
+                          {"role": "assistant", "content": "Only from the maker's site, and not during a print job."}]}
+    write_user_folder(tmp_path / "mine", extra_sft=[extra])  # the user edits a file: same config, new content
+    build_curated_data(tmp_path / "run", config)
+    report = load_report(tmp_path / "run")
+    assert report["sizes"]["sft_train"] + report["sizes"]["sft_val"] == 7

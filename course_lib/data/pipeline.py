@@ -1,10 +1,11 @@
 """The curation pipeline end to end: ``build_curated_data`` (notebook 01) and ``ensure_curated_data`` (later notebooks).
 
-Raw seed sets -> validate -> normalize -> quality filters -> PII scrub -> exact dedup ->
+Raw sets -> validate -> normalize -> quality filters -> PII scrub -> exact dedup ->
 near dedup -> (semantic dedup) -> decontaminate against every evaluation set -> split
-(-> augment the training split). Every step reports what it removed and why; the whole
-account lands in ``curation_report.json``, written last, which also marks the build as
-complete. Introduced in ``01_data_curation``.
+(-> augment the training split). The raw sets are the kit's seed sets, or the user's own
+files where ``CurationConfig.user_data`` names them. Every step reports what it removed and
+why; the whole account lands in ``curation_report.json``, written last, which also marks the
+build as complete. Introduced in ``01_data_curation``.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json
-from ..fingerprint import digest_json, source_digest
+from ..errors import ConfigError, DataError
+from ..fingerprint import digest_json, files_digest, source_digest
 from ..config import DataSettings
 from ..domains.seeds import SeedSets, build_seed_sets
 from .augment import augment_step, prompt_diversity
@@ -27,9 +29,10 @@ from .normalize import normalize_step
 from .pii import pii_step
 from .quality import QualityRules, quality_step
 from .report import StepReport
+from .schema import NEUTRAL_DOMAIN
 from .splits import stratified_split
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Bumped when the curated files change shape, so old builds are rebuilt."""
 
 OUTPUT_FILES = {
@@ -42,6 +45,8 @@ OUTPUT_FILES = {
 }
 REPORT_FILE = "curation_report.json"
 RAW_DIR = "raw"
+USER_SETS = {"sft": "sft", "prefs": "preference", "eval_prompts": "prompt"}
+"""The raw sets a user's own data can replace, and the record kind each holds."""
 
 
 @dataclass
@@ -64,6 +69,10 @@ class CurationConfig:
         augment_copies: paraphrased copies per augmented SFT training record (0: off).
         augment_fraction: share of SFT training records that get paraphrases.
         num_proc: worker processes for ``datasets.map`` (None: in process, best for small data).
+        user_data: your own data, by set: ``{"sft": ..., "prefs": ..., "eval_prompts": ...}``, each a
+            JSONL or Parquet file or a ``save_to_disk`` folder in TRL's conversational formats. A set
+            named here replaces the kit's seed set; the others stay the seed sets.
+        user_domain: the domain of your records that name none.
     """
 
     seed: int = field(default=0, metadata={"help": "seed of generation, splits and augmentation"})
@@ -81,6 +90,8 @@ class CurationConfig:
     augment_copies: int = field(default=0, metadata={"help": "paraphrases per augmented record (0: off)"})
     augment_fraction: float = field(default=0.5, metadata={"help": "share of SFT records augmented"})
     num_proc: int | None = field(default=None, metadata={"help": "datasets.map workers (None: none)"})
+    user_data: dict[str, str] = field(default_factory=dict, metadata={"help": "your files by set (sft, prefs, eval_prompts)"})
+    user_domain: str = field(default=NEUTRAL_DOMAIN, metadata={"help": "domain of your records that name none"})
 
     def __post_init__(self) -> None:
         self.sizes = DataSettings.from_any(self.sizes)
@@ -107,12 +118,29 @@ class CurationConfig:
         }
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"CurationConfig.{name} must be {expected[name]}, got {getattr(self, name)!r}")
+                raise ConfigError(f"CurationConfig.{name} must be {expected[name]}, got {getattr(self, name)!r}", key=name)
+        unknown = sorted(set(self.user_data) - set(USER_SETS))
+        if unknown:
+            raise ConfigError(f"unknown set {unknown}; expected keys among {list(USER_SETS)}", key="user_data")
+        self.user_data = {name: str(path) for name, path in self.user_data.items()}
+        if not isinstance(self.user_domain, str) or not self.user_domain.strip():
+            raise ConfigError(f"expected a non-empty domain name, got {self.user_domain!r}", key="user_domain")
 
     def content_hash(self) -> str:
-        """Hash of every setting, the output format and the generating code: one exact build."""
+        """Hash of every setting, the user's files, the output format and the generating code: one exact build."""
         code = source_digest("domains", "data", "sandbox.py", "config.py")
-        return digest_json({"format": FORMAT_VERSION, "code": code, **asdict(self)})
+        return digest_json({"format": FORMAT_VERSION, "code": code, **asdict(self), "user_files": self.user_files_digest()})
+
+    def user_files_digest(self) -> dict[str, str]:
+        """A hash of the content of each user file or folder, so an edited file rebuilds the data.
+
+        Raises:
+            DataError: a named file or folder does not exist.
+        """
+        for name, path in self.user_data.items():
+            if not Path(path).exists():
+                raise DataError(f"no such file or datasets folder (CurationConfig.user_data[{name!r}])", file=path)
+        return {name: files_digest(path) for name, path in sorted(self.user_data.items())}
 
 
 def _by_domain(dataset) -> dict[str, int]:
@@ -138,35 +166,68 @@ class _Funnel:
         return {"steps": [s.to_dict() for s in self.steps], "funnel": self.counts}
 
 
-def _write_raw(seeds: SeedSets, raw_dir: Path) -> dict[str, Path]:
-    files = {"sft": seeds.sft, "prefs": seeds.prefs, "eval_prompts": seeds.eval_prompts, "humaneval": seeds.humaneval}
-    return {name: save_records(records, raw_dir / f"{name}.jsonl") for name, records in files.items()}
+def _load_raw(name: str, config: CurationConfig, seeds: SeedSets, raw_dir: Path, cache: str):
+    """One raw set: the user's file where ``config.user_data`` names one (the kit's columns filled in), else
+    the seed set. Either way a copy goes to ``raw/``, so the curated records trace back to what came in."""
+    raw = raw_dir / f"{name}.jsonl"
+    if name in config.user_data:
+        dataset = load_records(config.user_data[name], USER_SETS[name], default_domain=config.user_domain, cache_dir=cache)
+        save_records(dataset, raw)
+        return dataset
+    return load_records(save_records(getattr(seeds, name), raw), USER_SETS[name], cache_dir=cache)
+
+
+def _gold_coverage(outputs: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Per curated set, how many records carry a reference (the gold judge scores them) and how many do not."""
+    coverage = {}
+    for name, dataset in outputs.items():
+        with_reference = sum(1 for reference in dataset["reference"] if reference)
+        coverage[name] = {"with_reference": with_reference, "without_reference": len(dataset) - with_reference}
+    return coverage
+
+
+def _notes(config: CurationConfig, coverage: dict[str, dict[str, int]], stratified: dict[str, bool]) -> list[str]:
+    """What a reader of the report should know about a build from user data, one sentence each."""
+    notes = []
+    if config.user_data:
+        notes += [f"{name}: the kit's seed set (no user file named)" for name in USER_SETS if name not in config.user_data]
+    unjudged = [f"{name} {counts['without_reference']} of {sum(counts.values())}"
+                for name, counts in coverage.items() if counts["without_reference"]]
+    if unjudged:
+        notes.append(f"records without a reference, which the gold judge skips: {', '.join(unjudged)} (the stages "
+                     "score gold only on held-out prompts with one; the reward model's accuracy counts a pair's "
+                     "chosen reply as the better one)")
+    notes += [f"{name}: split without stratifying by domain (a domain has too few records)"
+              for name, ok in stratified.items() if not ok]
+    return notes
 
 
 def curate(config: CurationConfig, data_dir: str | Path) -> dict[str, Any]:
-    """Generate the seed sets, curate them, and write the curated files into ``data_dir``.
+    """Generate the seed sets, curate them (or the user's files that replace them), and write the curated files.
 
     Args:
         config: the pipeline's settings.
-        data_dir: the output folder (``<run_dir>/data``); raw seed files go to its ``raw/``.
+        data_dir: the output folder (``<run_dir>/data``); the raw sets go to its ``raw/``.
 
     Returns:
-        The curation report (also written to ``curation_report.json``, last).
+        The curation report (also written to ``curation_report.json``, last). Besides each
+        step's account it holds ``sources`` (each set's file, or ``"seed"``), ``gold_judge``
+        (records with and without a reference per curated set) and ``notes``.
+
+    Raises:
+        DataError: a user file is malformed (file, line, field), or curation leaves fewer than
+            two records of a training set.
     """
     data_dir = Path(data_dir)
     # The report marks a complete build: it goes first, so a build killed halfway is never
     # taken for the old one when its files are already partly replaced.
     (data_dir / REPORT_FILE).unlink(missing_ok=True)
     seeds = build_seed_sets(config.seed, config.sizes)
-    raw = _write_raw(seeds, data_dir / RAW_DIR)
+    raw_dir = data_dir / RAW_DIR
     proc = config.num_proc
     with tempfile.TemporaryDirectory(prefix=".arrow-", dir=data_dir) as cache:
-        loaded = {
-            "sft": load_records(raw["sft"], "sft", cache_dir=cache),
-            "prefs": load_records(raw["prefs"], "preference", cache_dir=cache),
-            "eval_prompts": load_records(raw["eval_prompts"], "prompt", cache_dir=cache),
-        }
-        humaneval = list(load_records(raw["humaneval"], "prompt", cache_dir=cache))
+        loaded = {name: _load_raw(name, config, seeds, raw_dir, cache) for name in USER_SETS}
+        humaneval = list(load_records(save_records(seeds.humaneval, raw_dir / "humaneval.jsonl"), "prompt", cache_dir=cache))
 
         evals = _Funnel("eval_prompts", loaded["eval_prompts"])
         evals.run(normalize_step, num_proc=proc)
@@ -177,6 +238,7 @@ def curate(config: CurationConfig, data_dir: str | Path) -> dict[str, Any]:
         funnels = {"eval_prompts": evals}
         splits: dict[str, Any] = {}
         split_reports: dict[str, Any] = {}
+        stratified: dict[str, bool] = {}
         for name in ("sft", "prefs"):
             funnel = _Funnel(name, loaded[name])
             funnel.run(normalize_step, num_proc=proc)
@@ -189,8 +251,13 @@ def curate(config: CurationConfig, data_dir: str | Path) -> dict[str, Any]:
                 funnel.run(semantic_dedup_step, threshold=config.semantic_threshold)
             funnel.run(decontaminate_step, eval_sets, n=config.decontam_n, threshold=config.decontam_threshold,
                        min_hits=config.decontam_min_hits, num_proc=proc)
+            if len(funnel.dataset) < 2:
+                removed = ", ".join(f"{step.step} {step.removed}" for step in funnel.steps if step.removed)
+                raise DataError(f"{len(funnel.dataset)} {name} records are left after curation (removed: {removed}); "
+                                "a training and a validation split need at least 2", file=config.user_data.get(name))
             parts, split_report = stratified_split(funnel.dataset, config.val_fraction, seed=config.seed)
             split_reports[name] = split_report.details["sizes"]
+            stratified[name] = split_report.details["stratified"]
             splits[f"{name}_train"], splits[f"{name}_val"] = parts["train"], parts["validation"]
             funnels[name] = funnel
 
@@ -208,11 +275,14 @@ def curate(config: CurationConfig, data_dir: str | Path) -> dict[str, Any]:
         save_records(humaneval, outputs["humaneval"])
         sizes = {name: len(splits[name]) for name in ("sft_train", "sft_val", "prefs_train", "prefs_val")}
         sizes.update(eval_prompts=len(evals.dataset), humaneval=len(humaneval))
+        coverage = _gold_coverage({**{name: splits[name] for name in ("sft_train", "sft_val", "prefs_train", "prefs_val")},
+                                   "eval_prompts": evals.dataset})
 
     report = {
         "format_version": FORMAT_VERSION,
         "config_hash": config.content_hash(),
         "config": asdict(config),
+        "sources": {name: config.user_data.get(name, "seed") for name in USER_SETS},
         "seeds": seeds.summary(),
         "datasets": {name: f.to_dict() for name, f in funnels.items()},
         "pii_counts": {name: next(s.details["pii_counts"] for s in f.steps if s.step == "pii")
@@ -222,6 +292,8 @@ def curate(config: CurationConfig, data_dir: str | Path) -> dict[str, Any]:
         "splits": split_reports,
         "sizes": sizes,
         "augmentation": augmentation,
+        "gold_judge": coverage,
+        "notes": _notes(config, coverage, stratified),
         "files": {name: path.name for name, path in outputs.items()},
     }
     atomic_write_json(data_dir / REPORT_FILE, report)

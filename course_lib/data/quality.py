@@ -1,4 +1,5 @@
-"""Quality filters: answers too short or too long, degenerate repetition, malformed chat turns.
+"""Quality filters: answers too short or too long, degenerate repetition, malformed chat turns,
+preference pairs whose two replies are the same.
 
 Schema validation (at load) rejects what is *structurally* broken; these filters drop
 records that are well-typed but bad to train on. Each dropped record gets one reason.
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from .records import filter_with_reasons
+from .records import canonical_text, filter_with_reasons
 from .report import StepReport
 
 TEMPLATE_MARKUP = re.compile(r"<\|(?:im_start|im_end|eot_id|start_header_id|end_header_id|endoftext)\|>|\[/?INST\]")
@@ -70,6 +71,14 @@ def turn_problem(messages: list[dict[str, str]], must_end_with_assistant: bool) 
     return ""
 
 
+def _same_reply(chosen: list[dict[str, str]], rejected: list[dict[str, str]]) -> bool:
+    """Whether two replies say the same, case and spacing aside."""
+    def text(reply: list[dict[str, str]]) -> str:
+        return canonical_text("\n".join(m["content"] for m in reply))
+
+    return text(chosen) == text(rejected)
+
+
 def quality_problem(record: dict[str, Any], rules: QualityRules) -> str:
     """Why a record fails the quality filters, or ``""``."""
     if "messages" in record:
@@ -85,6 +94,8 @@ def quality_problem(record: dict[str, Any], rules: QualityRules) -> str:
         both = answers + [m["content"] for m in record.get("rejected") or []]
         if not problem and any(TEMPLATE_MARKUP.search(a) for a in both):
             problem = "malformed turns: chat-template markup inside a message"
+        if not problem and record.get("chosen") and _same_reply(record["chosen"], record["rejected"]):
+            problem = "identical pair: chosen equals rejected, so it teaches no preference"
     if problem:
         return problem
     for answer in answers:

@@ -2,9 +2,13 @@
 
 Kinds of record (every one also carries ``id``, ``domain`` and ``reference``):
 
-- ``sft``: ``{"messages": [{"role", "content"}, ...]}``
+- ``sft``: ``{"messages": [{"role", "content"}, ...]}``, with at least one assistant turn
 - ``preference``: ``{"prompt": [...], "chosen": [assistant], "rejected": [assistant]}``
 - ``prompt``: ``{"prompt": [...]}`` (evaluation prompts, PPO queries)
+
+``reference`` holds what the gold judge needs (a JSON object string) or is empty: a user's
+own record has none, and the gold judge skips it (:func:`has_reference`). A record with a
+reference belongs to one of the kit's domains; one without may name any domain.
 
 Validation checks structure and types (what would crash or silently corrupt training);
 conversational quality (turn order, leaked template markup) is a curation filter instead.
@@ -21,6 +25,8 @@ KINDS = ("sft", "preference", "prompt")
 ROLES = ("system", "user", "assistant")
 DOMAIN_NAMES = ("legal", "medical", "code")
 KIT_COLUMNS = ("id", "domain", "reference")
+NEUTRAL_DOMAIN = "general"
+"""The domain of a user's record that names none: no gold judge, accepted by every step."""
 
 
 def detect_kind(record: Mapping[str, Any]) -> str:
@@ -36,6 +42,11 @@ def detect_kind(record: Mapping[str, Any]) -> str:
     if "prompt" in record:
         return "prompt"
     raise DataError(f"no 'messages', 'prompt' or 'chosen'/'rejected' field; found {sorted(record)}")
+
+
+def has_reference(record: Mapping[str, Any]) -> bool:
+    """Whether the gold judge can score replies to ``record``: it carries a reference (so a kit domain)."""
+    return bool(record.get("reference"))
 
 
 def _messages(value: Any, field: str, roles: tuple[str, ...], where: dict[str, Any]) -> None:
@@ -65,7 +76,8 @@ def validate_record(record: Any, kind: str | None = None, *, kit_columns: bool =
     Args:
         record: the parsed record.
         kind: expected kind (``sft``, ``preference``, ``prompt``); detected when None.
-        kit_columns: require the kit's ``id``, ``domain`` and ``reference`` columns.
+        kit_columns: require the kit's ``id``, ``domain`` and ``reference`` columns (``reference``
+            may be empty: no gold judge for this record).
         file: the file the record came from (for the error message).
         line: its 1-based line (JSONL) or row (Parquet, hub) number.
 
@@ -85,20 +97,27 @@ def validate_record(record: Any, kind: str | None = None, *, kit_columns: bool =
         for name in KIT_COLUMNS:
             if name not in record:
                 raise DataError("missing field", field=name, **where)
-            if not isinstance(record[name], str) or not record[name]:
-                raise DataError(f"expected a non-empty string, got {record[name]!r:.60}", field=name, **where)
-        if record["domain"] not in DOMAIN_NAMES:
-            raise DataError(f"unknown domain {record['domain']!r}; expected one of {list(DOMAIN_NAMES)}",
-                            field="domain", **where)
-        try:
-            parsed = json.loads(record["reference"])
-        except json.JSONDecodeError as err:
-            raise DataError(f"expected a JSON object string: {err.msg}", field="reference", **where) from None
-        if not isinstance(parsed, dict):
-            raise DataError(f"expected a JSON object string, got a {type(parsed).__name__}", field="reference",
-                            **where)
+            value = record[name]
+            if not isinstance(value, str) or (not value and name != "reference"):
+                expected = "a string (empty: no reference)" if name == "reference" else "a non-empty string"
+                raise DataError(f"expected {expected}, got {value!r:.60}", field=name, **where)
+        if record["reference"]:
+            if record["domain"] not in DOMAIN_NAMES:
+                raise DataError(f"unknown domain {record['domain']!r} for a record with a reference; the gold judge "
+                                f"knows {list(DOMAIN_NAMES)} (leave 'reference' empty for other domains)",
+                                field="domain", **where)
+            try:
+                parsed = json.loads(record["reference"])
+            except json.JSONDecodeError as err:
+                raise DataError(f"expected a JSON object string: {err.msg}", field="reference", **where) from None
+            if not isinstance(parsed, dict):
+                raise DataError(f"expected a JSON object string, got a {type(parsed).__name__}", field="reference",
+                                **where)
     if found == "sft":
         _messages(record["messages"], "messages", ROLES, where)
+        if not any(m["role"] == "assistant" for m in record["messages"]):
+            raise DataError("no assistant turn: an SFT conversation needs at least one assistant reply to learn from",
+                            field="messages", **where)
     else:
         for name in ("prompt",) + (("chosen", "rejected") if found == "preference" else ()):
             if name not in record:
