@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from ..data import load_records
-from ..generation import balanced_sample
 from ..models import detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
 from .base import (
     ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, finish_stage, ledger_of,
@@ -27,7 +26,7 @@ from .base import (
 )
 from .dpo_config import DPOStageConfig
 from .lm_head import use_full_logits_on_cpu
-from .policy import before_and_after, save_policy
+from .policy import before_and_after, gold_prompts, save_policy
 
 STAGE = "dpo"
 PRODUCERS = {"sft": "notebook 02_sft (run_sft)", "ppo": "notebook 04_ppo (run_ppo)"}
@@ -115,7 +114,7 @@ def finish_dpo(trainer, cfg: DPOStageConfig, run: RunContext, resumed_from_step:
     digest = stage_hash(cfg, profile, inputs)
     tok, policy = trainer.processing_class, trainer.model
     held_out = trainer.evaluate()
-    records = balanced_sample(list(load_records(inputs["eval"])), cfg.eval_prompts)
+    records, gold_skipped = gold_prompts(inputs["eval"], cfg.eval_prompts)
     measured = before_and_after(policy, tok, records, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                                 kl_temperature=cfg.kl_temperature)
     samples = measured.pop("samples")
@@ -131,6 +130,7 @@ def finish_dpo(trainer, cfg: DPOStageConfig, run: RunContext, resumed_from_step:
         "train_reward_accuracy": train_logs[-1]["rewards/accuracies"] if train_logs else None,
         "train_reward_margin": train_logs[-1]["rewards/margins"] if train_logs else None,
         **measured,
+        "gold_skipped_prompts": gold_skipped,
         "resumed_from_step": resumed_from_step,
         "global_step": trainer.state.global_step,
         "train_rows": len(trainer.train_dataset),

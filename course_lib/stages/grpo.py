@@ -16,7 +16,6 @@ from typing import Any, Sequence
 from ..config import check_fields
 from ..data import load_records
 from ..errors import ConfigError
-from ..generation import balanced_sample
 from ..models import detect_device, load_model, load_tokenizer, lora_config
 from .base import (
     ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, finish_stage, ledger_of,
@@ -24,7 +23,7 @@ from .base import (
 )
 from .dpo import PRODUCERS
 from .lm_head import use_full_logits_on_cpu
-from .policy import before_and_after, save_policy
+from .policy import before_and_after, gold_prompts, save_policy
 from .reward import PRODUCER as REWARD_PRODUCER
 from .reward import ensemble_scores, load_reward_model
 
@@ -102,14 +101,15 @@ def finish_grpo(trainer, cfg: GRPOStageConfig, run: RunContext, resumed_from_ste
     """Measure (gold before and after, KL to the starting model), save the policy, and mark the stage."""
     out = run.stage_dir(STAGE)
     inputs = grpo_inputs(cfg, run)
-    records = balanced_sample(list(load_records(inputs["eval"])), cfg.eval_prompts)
+    records, gold_skipped = gold_prompts(inputs["eval"], cfg.eval_prompts)
     measured = before_and_after(trainer.model, trainer.processing_class, records, max_new_tokens=cfg.max_new_tokens,
                                 seed=cfg.seed, kl_temperature=cfg.temperature)
     samples = measured.pop("samples")
     save_policy(trainer.model, trainer.processing_class, out, run.profile, inputs["policy"])
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
-    metrics = {"start_from": cfg.start_from, **measured, "first_reward": rewards[0] if rewards else None,
-               "final_reward": rewards[-1] if rewards else None, "resumed_from_step": resumed_from_step,
+    metrics = {"start_from": cfg.start_from, **measured, "gold_skipped_prompts": gold_skipped,
+               "first_reward": rewards[0] if rewards else None, "final_reward": rewards[-1] if rewards else None,
+               "resumed_from_step": resumed_from_step,
                "global_step": trainer.state.global_step, "log_history": trainer.state.log_history,
                "ledger": ledger_of(trainer).summary()}
     finish_stage(out, stage_hash(cfg, run.profile, inputs), cfg, metrics, {"samples": samples}, inputs)

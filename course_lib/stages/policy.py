@@ -6,8 +6,27 @@ import copy
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..generation import gold_evaluate
+from ..data import has_reference, load_records
+from ..generation import balanced_sample, gold_evaluate
 from ..stats import paired_difference
+
+
+def gold_prompts(path: Path, n: int) -> tuple[list[dict[str, Any]], int]:
+    """Up to ``n`` held-out prompts the gold judge can score, balanced across domains.
+
+    A user's own prompts may carry no reference; the judge skips them (SFT and every policy
+    stage record how many as ``gold_skipped_prompts``).
+
+    Args:
+        path: the held-out prompts (``eval_prompts.jsonl``).
+        n: how many to take.
+
+    Returns:
+        ``(records, skipped)``: the sampled records with a reference, and how many in the file have none.
+    """
+    records = [dict(r) for r in load_records(path)]
+    judged = [r for r in records if has_reference(r)]
+    return balanced_sample(judged, n), len(records) - len(judged)
 
 
 def before_and_after(policy, tokenizer, records: Sequence[dict[str, Any]], *, max_new_tokens: int, seed: int,

@@ -30,9 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data import load_records
+from ..data import has_reference, load_records
 from ..domains import gold_score
-from ..generation import balanced_sample
 from ..models import add_lora, detect_device, load_model, load_tokenizer
 from ..rl.core import (
     AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, explained_variance, gae,
@@ -43,7 +42,7 @@ from .base import (
     MARKER, ComputeLedger, RunContext, StageResult, completed, finish_stage, last_checkpoint, load_stage_metrics,
     stage_hash,
 )
-from .policy import before_and_after, save_policy
+from .policy import before_and_after, gold_prompts, save_policy
 from .ppo_config import PPOStageConfig
 from .reward import PRODUCER as REWARD_PRODUCER
 from .reward import STAGE as REWARD_STAGE
@@ -51,6 +50,12 @@ from .reward import SFT_PRODUCER, ensemble_scores, load_reward_model
 
 STAGE = "ppo"
 CHECKPOINT_STATE = "trainer_state.pt"
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    """The mean of the values that are not NaN (gold scores of prompts with a reference), None if there are none."""
+    present = values[~np.isnan(values)]
+    return float(present.mean()) if present.size else None
 
 
 class PPOTrainer:
@@ -128,7 +133,9 @@ class PPOTrainer:
     def scores(self, batch: RolloutBatch) -> dict[str, Any]:
         """Each reply's scalar reward, and its parts: reward model, verifiable reward, missing-EOS penalty, gold.
 
-        ``tests_passed`` is the mean share of unit tests the batch's code replies pass (None without code prompts).
+        ``gold`` is NaN for a prompt without a reference (a user's own: no gold judge, no tests);
+        ``tests_passed`` is the mean share of unit tests the batch's code replies pass (None without
+        code prompts that carry tests).
         """
         import torch
 
@@ -139,14 +146,14 @@ class PPOTrainer:
             each = ensemble_scores(self.reward_models, self.tokenizer, conversations,
                                    self.profile.model.max_seq_length)  # (members, batch)
             rm = each.mean(axis=0) - self.cfg.uncertainty_penalty * each.std(axis=0)
-        judged = [gold_score(r["domain"], r["reference"], t) for r, t in zip(batch.records, batch.texts)]
-        verifiable = np.array([j.parts.get("tests_passed", 0.0) if r["domain"] == "code" else 0.0
-                               for r, j in zip(batch.records, judged)])
+        judged = [gold_score(r["domain"], r["reference"], t) if has_reference(r) else None
+                  for r, t in zip(batch.records, batch.texts)]
+        is_code = np.array([r["domain"] == "code" and j is not None for r, j in zip(batch.records, judged)])
+        verifiable = np.array([j.parts.get("tests_passed", 0.0) if code else 0.0 for j, code in zip(judged, is_code)])
         penalty = self.cfg.missing_eos_penalty * (~batch.ended).float().cpu().numpy()
         total = rm + self.cfg.verifiable_reward_weight * verifiable - penalty
-        is_code = np.array([r["domain"] == "code" for r in batch.records])
         return {"score": torch.tensor(total, dtype=torch.float32, device=batch.response_ids.device),
-                "reward_model": rm, "gold": np.array([j.score for j in judged]),
+                "reward_model": rm, "gold": np.array([np.nan if j is None else j.score for j in judged]),
                 "tests_passed": float(verifiable[is_code].mean()) if is_code.any() else None}
 
     def rollout(self, records: list[dict[str, Any]] | None = None) -> tuple[RolloutBatch, dict[str, Any]]:
@@ -177,7 +184,7 @@ class PPOTrainer:
         lengths = mask.sum(dim=1)
         stats = {
             "reward": float(scored["reward_model"].mean()), "score": float(scored["score"].mean()),
-            "gold": float(scored["gold"].mean()), "tests_passed": scored["tests_passed"],
+            "gold": _mean_or_none(scored["gold"]), "tests_passed": scored["tests_passed"],
             "kl": float(kl.sum(dim=1).mean()), "kl_coef": self.kl_controller.value,
             "entropy": float(masked_mean(entropy, mask)), "response_length": float(lengths.mean()),
             "eos_rate": float(batch.ended.float().mean()),
@@ -234,7 +241,7 @@ class PPOTrainer:
         self.history.append(stats)
         if self.step % self.cfg.sample_every == 0 or self.step == 1:
             self.samples += [{"step": self.step, "prompt": p[-1]["content"][:200], "response": t[:300],
-                              "reward": float(r), "gold": float(g)}
+                              "reward": float(r), "gold": None if np.isnan(g) else float(g)}
                              for p, t, r, g in list(zip(batch.prompts, batch.texts, reward, gold))[:3]]
         for callback in self.callbacks:
             callback(stats)
@@ -259,7 +266,8 @@ class PPOTrainer:
             while self.step < self.max_steps:
                 stats = self.train_step()
                 bar.update()
-                bar.set_postfix(reward=f"{stats['reward']:.2f}", kl=f"{stats['kl']:.2f}", gold=f"{stats['gold']:.2f}")
+                shown = {name: f"{stats[name]:.2f}" for name in ("reward", "kl", "gold") if stats[name] is not None}
+                bar.set_postfix(**shown)
                 if self.step % self.cfg.save_steps == 0 and self.step < self.max_steps:
                     self.save_checkpoint()
         bar.close()
@@ -363,7 +371,7 @@ def finish_ppo(trainer: PPOTrainer, cfg: PPOStageConfig, run: RunContext) -> Sta
     profile, out = run.profile, run.stage_dir(STAGE)
     inputs = ppo_inputs(cfg, run)
     digest = stage_hash(cfg, profile, inputs)
-    records = balanced_sample(list(load_records(inputs["eval"])), cfg.eval_prompts)
+    records, gold_skipped = gold_prompts(inputs["eval"], cfg.eval_prompts)
     tok = trainer.tokenizer
     measured = before_and_after(trainer.policy, tok, records, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                                 kl_temperature=cfg.temperature)
@@ -374,6 +382,7 @@ def finish_ppo(trainer: PPOTrainer, cfg: PPOStageConfig, run: RunContext) -> Sta
     last = history[-min(5, len(history)):]
     metrics = {
         **measured,
+        "gold_skipped_prompts": gold_skipped,
         "final_kl": float(np.mean([h["kl"] for h in last])), "final_reward": float(np.mean([h["reward"] for h in last])),
         "first_reward": history[0]["reward"] if history else None, "steps": trainer.step,
         "history": history, "samples": trainer.samples, "ledger": trainer.ledger.summary(),

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..atomic import atomic_write_jsonl
-from ..data import load_records
+from ..data import has_reference, load_records
 from ..domains import gold_preference
 from ..errors import DataError
 from ..labeling import ensemble_uncertainty
@@ -41,9 +41,13 @@ LENGTH_FILLER = " To add some further context, it is worth noting again that the
 
 
 def gold_labels(rows: Sequence[dict[str, Any]]) -> np.ndarray:
-    """Gold's verdict on each preference row: +1 chosen wins, -1 rejected wins, 0 a tie; shape ``(n,)``."""
+    """Gold's verdict on each preference row: +1 chosen wins, -1 rejected wins, 0 a tie; shape ``(n,)``.
+
+    A row without a reference (a user's own pair: no gold judge) keeps its own label, +1: the
+    reward model's accuracy on it is the usual agreement with the data's chosen reply.
+    """
     return np.array([gold_preference(r["domain"], r["reference"], r["chosen"][-1]["content"], r["rejected"][-1]["content"])
-                     for r in rows], dtype=int)
+                     if has_reference(r) else 1 for r in rows], dtype=int)
 
 
 def score_conversations(model, tokenizer, conversations: Sequence[list[dict[str, str]]], max_length: int,

@@ -14,13 +14,14 @@ import math
 from pathlib import Path
 
 from ..data import load_records
-from ..generation import balanced_sample, gold_evaluate
+from ..generation import gold_evaluate
 from ..models import detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
 from .base import (
     ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, finish_stage, ledger_of,
     run_cached_trl_stage, stage_hash,
 )
 from .lm_head import use_full_logits_on_cpu
+from .policy import gold_prompts
 from .sft_config import SFTStageConfig
 
 STAGE = "sft"
@@ -123,8 +124,9 @@ def finish_sft(trainer, cfg: SFTStageConfig, run: RunContext, resumed_from_step:
     """Save, measure and mark a trained SFT stage: what follows ``trainer.train()``.
 
     Saves the adapter and the merged model, measures held-out loss and the gold score of
-    greedy replies before SFT (the adapter switched off) and after, and writes the stage's
-    config, metrics and completion marker, exactly as :func:`run_sft` does.
+    greedy replies before SFT (the adapter switched off) and after (on the held-out prompts
+    that carry a reference), and writes the stage's config, metrics and completion marker,
+    exactly as :func:`run_sft` does.
 
     Args:
         trainer: a trainer from :func:`make_sft_trainer`, after ``train()``.
@@ -136,7 +138,7 @@ def finish_sft(trainer, cfg: SFTStageConfig, run: RunContext, resumed_from_step:
     inputs = sft_inputs(run)
     digest = stage_hash(cfg, profile, inputs)
     tok = trainer.processing_class
-    eval_records = balanced_sample(list(load_records(inputs["eval_prompts"])), cfg.eval_prompts)
+    eval_records, gold_skipped = gold_prompts(inputs["eval_prompts"], cfg.eval_prompts)
     before = _gold_before(trainer, profile, tok, eval_records, cfg.max_new_tokens) if eval_records else None
     final_eval = trainer.evaluate()
     after = gold_evaluate(trainer.model, tok, eval_records, max_new_tokens=cfg.max_new_tokens) if eval_records else None
@@ -159,6 +161,7 @@ def finish_sft(trainer, cfg: SFTStageConfig, run: RunContext, resumed_from_step:
         "gold_by_domain_after": after["by_domain"] if after else None,
         "gold_parts_before": before["parts"] if before else None,
         "gold_parts_after": after["parts"] if after else None,
+        "gold_skipped_prompts": gold_skipped,
         "resumed_from_step": resumed_from_step,
         "global_step": trainer.state.global_step,
         "train_rows": len(trainer.train_dataset),
