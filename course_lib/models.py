@@ -124,11 +124,11 @@ def resolve_model_path(name: str) -> str:
 
     ``tiny-base`` is the embedded model the package ships; an existing folder is used as is;
     anything else is a hub id, which fails fast with a clear message when the hub is
-    offline and the model is not in the local cache.
+    offline or unreachable and the model is not in the local cache.
 
     Raises:
         ConfigError: a local folder that does not exist or holds no ``config.json``, or a
-            hub id that cannot be reached offline.
+            hub id that is not cached while the hub is offline or cannot be reached.
     """
     if name == TINY_BASE:
         from .tiny_base import shipped_base_dir
@@ -141,19 +141,43 @@ def resolve_model_path(name: str) -> str:
         if not (local / "config.json").is_file() and not (local / "adapter_config.json").is_file():
             raise ConfigError(f"model folder {local} holds no config.json (expected a saved transformers model)", key="model.name")
         return str(local)
-    if _hub_offline():
+    offline = _hub_offline()
+    unreachable = None if offline else _hub_unreachable()
+    if offline or unreachable:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
 
         try:
+            # A cached copy is used as a local folder, so nothing tries the network again.
             return snapshot_download(name, local_files_only=True)
         except (LocalEntryNotFoundError, OSError, ValueError):
+            why = "the hub is offline (HF_HUB_OFFLINE=1)" if offline else f"the kit cannot reach the hub ({unreachable})"
             raise ConfigError(
-                f"{name!r} is a hub id, the hub is offline (HF_HUB_OFFLINE=1) and it is not in the local "
-                "cache; download it once with network access, or name a local folder or 'tiny-base'",
+                f"{name!r} is a hub id, {why} and it is not in the local cache; download it once with network "
+                "access (or set HF_HUB_OFFLINE=1 to use only what is cached), or name a local folder or 'tiny-base'",
                 key="model.name",
             ) from None
     return name
+
+
+def _hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the hub's endpoint cannot be reached (one TCP connection), or None when it can.
+
+    Without this, a machine with no route out spends minutes in the hub client's retries
+    before transformers gives up with a generic message.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        return f"{url.hostname}:{port}: {err.strerror or err}"
+    return None
 
 
 def _torch_dtype(name: str):
