@@ -125,3 +125,13 @@ def pytest_unconfigure(config):
     if not os.environ.get("COURSE_LIB_TEST_HOME") and home.name.startswith("course_lib_home_") \
             and home.parent == Path(tempfile.gettempdir()):
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, tiny_base_path):
+    """A small curated data folder (24 SFT records and 24 pairs per domain) that pipeline runs copy."""
+    from course_lib.data import ensure_curated_data
+
+    run_dir = tmp_path_factory.mktemp("pipeline_data")
+    ensure_curated_data(run_dir, seed=0, sizes={"sft_per_domain": 24, "prefs_per_domain": 24, "eval_per_domain": 10})
+    return run_dir / "data"

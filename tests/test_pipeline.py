@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from course_lib.errors import ConfigError, MissingArtifactError
 from course_lib.pipeline import evaluation_rows, finished_pipeline, ledger_table, load_pipeline, results_table, run_pipeline
 from course_lib.stages import STAGES, RunContext
 
-SMALL = {"sft_per_domain": 24, "prefs_per_domain": 24, "eval_per_domain": 10}
 STAGE_SETTINGS = {
     "sft": {"max_steps": 3, "eval_prompts": 0, "save_steps": 100, "eval_steps": 100},
     "reward": {"max_steps": 2, "ensemble_size": 2, "length_probe_pairs": 2, "bootstrap_resamples": 50},
@@ -81,15 +79,6 @@ def test_the_shipped_pipeline_loads_and_dpo_starts_from_the_previous_policy():
     assert pipe.config_for("dpo", "ppo").start_from == "ppo"
     labeled = load_pipeline("unified")  # preferences from the widget reach every stage that reads pairs
     assert labeled.stages["reward"].train_file == "prefs_train.jsonl"
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, tiny_base_path):
-    from course_lib.data import ensure_curated_data
-
-    run_dir = tmp_path_factory.mktemp("pipeline_data")
-    ensure_curated_data(run_dir, seed=0, sizes=SMALL)
-    return run_dir / "data"
 
 
 def new_run(tmp_path: Path, data_dir: Path) -> RunContext:
@@ -233,29 +222,3 @@ def test_resuming_passes_over_a_checkpoint_a_kill_left_half_written(tmp_path):
             (folder / name).write_text("x")
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
     assert last_checkpoint(tmp_path / "none") is None
-
-
-@pytest.mark.slow
-def test_a_pipeline_killed_with_sigkill_resumes(tmp_path, data_dir):
-    """The command line killed (-9) while DPO trains; run again, DPO resumes from its last whole checkpoint."""
-    import signal
-    import time
-
-    run = new_run(tmp_path, data_dir)
-    stages = {"sft": STAGE_SETTINGS["sft"], "dpo": {**STAGE_SETTINGS["dpo"], "max_steps": 40}}
-    path = write_pipeline(tmp_path / "p.yaml", stages=stages, ablations={"sft+dpo": ["sft", "dpo"]})
-    cmd = [sys.executable, "-m", "course_lib.pipeline", str(path), "--run", str(run.run_dir), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    checkpoints = run.stage_dir("dpo") / "checkpoints"
-    deadline = time.time() + 300
-    while not list(checkpoints.glob("checkpoint-2/trainer_state.json")):
-        assert proc.poll() is None and time.time() < deadline, "the pipeline ended before DPO saved a checkpoint"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (run.stage_dir("dpo") / "COMPLETE").exists()
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "[sft+dpo] sft     reused" in again.stdout and "[sft+dpo] dpo     trained" in again.stdout
-    metrics = json.loads((run.stage_dir("dpo") / "metrics.json").read_text())
-    assert metrics["resumed_from_step"] >= 2 and metrics["global_step"] == 40

@@ -183,6 +183,42 @@ def last_checkpoint(folder: Path) -> Path | None:
     return next((p for _, p in steps if (p / "trainer_state.json").is_file() or (p / "trainer_state.pt").is_file()), None)
 
 
+CHECKPOINT_OWNER = "stage_hash.txt"
+"""In a stage's checkpoint folder: the completion hash of the run that wrote those checkpoints."""
+
+
+def resumable_checkpoint(folder: Path, digest: str, resume: bool = True) -> Path | None:
+    """The checkpoint to continue from, only if it was written for this exact stage hash.
+
+    A run killed under one config, input or code version and started again under another must
+    not continue the old run's optimisation under the new name. So checkpoints carry the hash
+    they were written for; checkpoints of any other hash (or of none) are removed, the folder
+    is claimed for ``digest``, and training starts from scratch. Introduced in ``06_unified_pipeline``.
+
+    Args:
+        folder: the stage's ``checkpoints`` folder.
+        digest: the stage's completion hash (:func:`stage_hash`).
+        resume: False starts from scratch whatever is there.
+
+    Returns:
+        The newest complete checkpoint of this hash (:func:`last_checkpoint`), or None.
+    """
+    import shutil
+
+    owner = folder / CHECKPOINT_OWNER
+    mine = owner.is_file() and owner.read_text().strip() == digest
+    if folder.is_dir() and not (mine and resume):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(owner, digest + "\n")
+    return last_checkpoint(folder)
+
+
+def checkpoint_step(checkpoint: Path | None) -> int | None:
+    """The optimizer step of a ``checkpoint-<step>`` folder (None for no checkpoint)."""
+    return int(checkpoint.name.split("-")[-1]) if checkpoint is not None else None
+
+
 def load_stage_metrics(stage_dir: Path) -> dict[str, Any]:
     return json.loads((stage_dir / "metrics.json").read_text())
 
@@ -211,13 +247,14 @@ def run_cached_trl_stage(stage: str, cfg: Any, run: "RunContext", inputs: dict[s
         callbacks: extra ``transformers`` trainer callbacks.
     """
     out = run.stage_dir(stage)
-    if completed(out, stage_hash(cfg, run.profile, inputs)):
+    digest = stage_hash(cfg, run.profile, inputs)
+    if completed(out, digest):
         return StageResult(stage, out, load_stage_metrics(out), skipped=True)
     (out / MARKER).unlink(missing_ok=True)
+    checkpoint = resumable_checkpoint(out / "checkpoints", digest, cfg.resume)
     trainer = make(cfg, run, callbacks)
-    checkpoint = last_checkpoint(out / "checkpoints") if cfg.resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
-    return finish(trainer, cfg, run, resumed_from_step=int(checkpoint.name.split("-")[-1]) if checkpoint else None)
+    return finish(trainer, cfg, run, resumed_from_step=checkpoint_step(checkpoint))
 
 
 class ComputeLedger:

@@ -39,7 +39,7 @@ from ..rl.core import (
 )
 from ..rl.rollout import RolloutBatch, sample_rollouts, token_logprobs, token_values
 from .base import (
-    MARKER, ComputeLedger, RunContext, StageResult, completed, finish_stage, last_checkpoint, load_stage_metrics,
+    MARKER, ComputeLedger, RunContext, StageResult, completed, finish_stage, load_stage_metrics, resumable_checkpoint,
     stage_hash,
 )
 from .policy import before_and_after, gold_prompts, save_policy
@@ -106,6 +106,7 @@ class PPOTrainer:
         ])
         self.ledger = ComputeLedger(device=detect_device(profile.device))
         self.step = 0
+        self.resumed_from_step: int | None = None
         self.history: list[dict[str, float]] = []
         self.samples: list[dict[str, Any]] = []
         self._rng = random.Random(cfg.seed)
@@ -260,6 +261,7 @@ class PPOTrainer:
 
         if resume_from is not None:
             self.load_checkpoint(resume_from)
+            self.resumed_from_step = self.step
         self.ledger.count(self.policy)
         bar = tqdm(total=self.max_steps, initial=self.step, desc="PPO", disable=not self.cfg.progress)
         with self.ledger:
@@ -385,7 +387,7 @@ def finish_ppo(trainer: PPOTrainer, cfg: PPOStageConfig, run: RunContext) -> Sta
         "gold_skipped_prompts": gold_skipped,
         "final_kl": float(np.mean([h["kl"] for h in last])), "final_reward": float(np.mean([h["reward"] for h in last])),
         "first_reward": history[0]["reward"] if history else None, "steps": trainer.step,
-        "history": history, "samples": trainer.samples, "ledger": trainer.ledger.summary(),
+        "resumed_from_step": trainer.resumed_from_step, "history": history, "samples": trainer.samples, "ledger": trainer.ledger.summary(),
     }
     info = {"samples_after": samples.get("after", []), "samples_before": samples.get("before", [])}
     finish_stage(out, digest, cfg, metrics, info, inputs)
@@ -399,9 +401,11 @@ def run_ppo(cfg: PPOStageConfig, run: RunContext, callbacks: list[Callable[[dict
         MissingArtifactError: no SFT model (notebook 02) or no reward model (notebook 03).
     """
     out = run.stage_dir(STAGE)
-    if completed(out, stage_hash(cfg, run.profile, ppo_inputs(cfg, run))):
+    digest = stage_hash(cfg, run.profile, ppo_inputs(cfg, run))
+    if completed(out, digest):
         return StageResult(STAGE, out, load_stage_metrics(out), skipped=True)
     (out / MARKER).unlink(missing_ok=True)
+    checkpoint = resumable_checkpoint(out / "checkpoints", digest, cfg.resume)
     trainer = make_ppo_trainer(cfg, run, callbacks)
-    trainer.train(resume_from=last_checkpoint(out / "checkpoints") if cfg.resume else None)
+    trainer.train(resume_from=checkpoint)
     return finish_ppo(trainer, cfg, run)

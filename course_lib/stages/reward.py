@@ -30,7 +30,7 @@ from ..models import check_same_tokenizer, detect_device, load_model, load_token
 from ..stats import bootstrap_ci, ranked_correctly
 from .base import (
     MARKER, ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, completed,
-    finish_stage, ledger_of, load_stage_metrics, stage_hash,
+    checkpoint_step, finish_stage, ledger_of, load_stage_metrics, resumable_checkpoint, stage_hash,
 )
 from .reward_config import RewardStageConfig
 
@@ -214,7 +214,7 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
         **common_training_args(profile, output_dir=output_dir or run.stage_dir(STAGE) / "member_0" / "checkpoints",
                                max_steps=cfg.max_steps or profile.budgets.reward, learning_rate=cfg.learning_rate,
                                batch_size=cfg.batch_size, seed=cfg.seed if seed is None else seed,
-                               report_to=cfg.report_to, progress=progress),
+                               report_to=cfg.report_to, save_steps=cfg.save_steps, progress=progress),
         max_length=profile.model.max_seq_length,
         center_rewards_coefficient=0.01,
         include_num_input_tokens_seen="non_padding",
@@ -247,12 +247,14 @@ def _head_in_float32(model) -> None:
 
 
 def train_reward_model(cfg: RewardStageConfig, run: RunContext, rows: list[dict[str, Any]], seed: int,
-                       out_dir: Path | None = None, callbacks: list | None = None):
+                       out_dir: Path | None = None, callbacks: list | None = None, stage_digest: str | None = None):
     """Train one reward model quietly (ensembles, k-fold, the label-efficiency curve).
 
     Args: as :func:`make_reward_trainer`, with ``out_dir`` the folder to save the adapter
     (and checkpoints) in; None trains in a scratch folder, removed afterwards, and keeps
-    the model in memory only.
+    the model in memory only. ``stage_digest``, with an ``out_dir``, resumes from that
+    folder's last checkpoint written under the same stage hash (an ensemble member of a
+    killed run).
 
     Returns:
         ``(model, ledger_summary, training_losses)``.
@@ -260,7 +262,9 @@ def train_reward_model(cfg: RewardStageConfig, run: RunContext, rows: list[dict[
     scratch = Path(tempfile.mkdtemp(prefix="reward_")) if out_dir is None else out_dir
     try:
         trainer = make_reward_trainer(cfg, run, rows, seed, scratch / "checkpoints", callbacks, progress=False)
-        trainer.train()
+        checkpoint = (resumable_checkpoint(scratch / "checkpoints", stage_digest, cfg.resume)
+                      if out_dir is not None and stage_digest is not None else None)
+        trainer.train(resume_from_checkpoint=checkpoint)
         if out_dir is not None:
             trainer.model.save_pretrained(out_dir, safe_serialization=True)
     finally:
@@ -302,7 +306,7 @@ def reward_inputs(cfg: RewardStageConfig, run: RunContext) -> dict[str, Path]:
             "val": run.data_file("prefs_val.jsonl")}
 
 
-def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext) -> StageResult:
+def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext, resumed_from_step: int | None = None) -> StageResult:
     """Complete the reward stage from its first trained model: what follows ``trainer.train()``.
 
     Saves that model as ``member_0``, trains the rest of the ensemble (and the k-fold
@@ -314,6 +318,7 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext) -> StageResu
         trainer: a trainer from :func:`make_reward_trainer`, after ``train()``.
         cfg: the settings it was built with.
         run: the run it belongs to.
+        resumed_from_step: the checkpoint step the first model resumed from, if it did.
 
     Raises:
         ConfigError: the SFT stage used another tokenizer.
@@ -338,7 +343,8 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext) -> StageResu
     trainer.model.save_pretrained(out / "member_0", safe_serialization=True)
     members = [(trainer.model, ledger_of(trainer).summary(), _losses(trainer))]
     for member in range(1, cfg.ensemble_size):
-        members.append(train_reward_model(cfg, run, train_rows, cfg.seed + member, out / f"member_{member}"))
+        members.append(train_reward_model(cfg, run, train_rows, cfg.seed + member, out / f"member_{member}",
+                                          stage_digest=digest))
     margins_arr = np.stack([pair_margins(m, tok, val_rows, max_length) for m, _, _ in members])  # (ensemble, n_val)
     probe = length_bias_probe(members[0][0], tok, [r for r, k in zip(val_rows, keep) if k], cfg.length_probe_pairs, max_length)
     mean_margin = margins_arr.mean(axis=0)
@@ -372,6 +378,7 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext) -> StageResu
         "answer_swap": answer_swap_probe([m for m, _, _ in members], tok, val_rows, max_length),
         "calibration": calibration_curve(mean_margin[keep], labels[keep], cfg.calibration_bins, cfg.seed),
         "train_pairs": len(train_rows), "train_losses": [m[2] for m in members], "ledger": [m[1] for m in members],
+        "resumed_from_step": resumed_from_step,
     }
     info = {"tokenizer_fingerprint": tokenizer_fingerprint(tok), "sft_dir": str(inputs["sft"])}
     finish_stage(out, digest, cfg, metrics, info, inputs)
@@ -379,7 +386,7 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext) -> StageResu
 
 
 def run_reward(cfg: RewardStageConfig, run: RunContext, callbacks: list | None = None) -> StageResult:
-    """The reward stage with its cache: skip when done with the same inputs.
+    """The reward stage with its cache: skip when done with the same inputs, resume when interrupted.
 
     Args:
         cfg: the stage's settings.
@@ -392,9 +399,11 @@ def run_reward(cfg: RewardStageConfig, run: RunContext, callbacks: list | None =
         DataError: the validation pairs hold no pair the gold judge can order.
     """
     out = run.stage_dir(STAGE)
-    if completed(out, stage_hash(cfg, run.profile, reward_inputs(cfg, run))):
+    digest = stage_hash(cfg, run.profile, reward_inputs(cfg, run))
+    if completed(out, digest):
         return StageResult(STAGE, out, load_stage_metrics(out), skipped=True)
     (out / MARKER).unlink(missing_ok=True)
+    checkpoint = resumable_checkpoint(out / "member_0" / "checkpoints", digest, cfg.resume)
     trainer = make_reward_trainer(cfg, run, callbacks=callbacks)
-    trainer.train()
-    return finish_reward(trainer, cfg, run)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    return finish_reward(trainer, cfg, run, resumed_from_step=checkpoint_step(checkpoint))

@@ -12,7 +12,7 @@ class RewardStageConfig:
     """Reward modelling with TRL's ``RewardTrainer``: a scalar head on the SFT model.
 
     Parameters that control training:
-        max_steps, learning_rate, batch_size, seed, ensemble_size.
+        max_steps, learning_rate, batch_size, seed, ensemble_size, save_steps, resume.
     Parameters that control evaluation:
         kfold, bootstrap_resamples, calibration_bins, length_probe_pairs.
     ``None`` means "take it from the profile".
@@ -27,6 +27,8 @@ class RewardStageConfig:
     calibration_bins: int = field(default=8, metadata={"help": "bins of the calibration curve", "min": 2})
     length_probe_pairs: int = field(default=60, metadata={"help": "pairs that differ only in length, for the length-bias probe; 0 = off", "min": 0})
     train_file: str = field(default="prefs_train.jsonl", metadata={"help": "preference file in <run>/data (or labels from the widget)"})
+    save_steps: int = field(default=50, metadata={"help": "steps between checkpoints of each ensemble member (for resuming)", "min": 1})
+    resume: bool = field(default=True, metadata={"help": "continue each member from its last checkpoint of an unfinished run"})
     seed: int = field(default=0, metadata={"help": "seed of the first ensemble member (others add 1, 2, ...)", "min": 0})
     progress: bool = field(default=True, metadata={"help": "show a live progress bar while the first model trains"})
     report_to: str | None = field(default=None, metadata={"help": "none, tensorboard, trackio, wandb; None = the profile's"})
