@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .data import has_reference
 from .domains import gold_score
 
 
@@ -81,31 +82,42 @@ def balanced_sample(records: Sequence[dict[str, Any]], n: int) -> list[dict[str,
 def gold_evaluate(model, tokenizer, records: Sequence[dict[str, Any]], *, max_new_tokens: int = 64, batch_size: int = 16) -> dict[str, Any]:
     """Generate for evaluation prompts and score each reply with the domain's gold judge.
 
+    Every prompt gets a reply, and length and distinct-2 cover them all; the gold judge
+    scores only the prompts that carry a reference (:func:`course_lib.data.has_reference`),
+    since a user's own prompts may have none.
+
     Args:
         model: the model to evaluate.
         tokenizer: its tokenizer.
         records: evaluation records ``{"id", "domain", "reference", "prompt"}``.
 
     Returns:
-        ``{"gold_score": mean, "by_domain": {domain: mean}, "parts": {domain: {part: mean}},
-        "distinct_2", "mean_words", "rows": [{"id", "domain", "response", "score", "parts"}]}``: ``parts``
-        shows which rubric dimension (correctness, safety, format, concision, tests passed) a stage
-        moved; ``distinct_2`` (:func:`distinct_2`) falls when a policy collapses into repeating itself.
+        ``{"gold_score": mean, "gold_skipped_prompts", "by_domain": {domain: mean}, "parts": {domain:
+        {part: mean}}, "distinct_2", "mean_words", "rows": [{"id", "domain", "response", "score", "parts"}]}``:
+        the gold values cover the judged prompts (``gold_score`` is None when no prompt has a reference;
+        a row without one has ``score`` and ``parts`` None) and ``gold_skipped_prompts`` counts the
+        rest; ``parts`` shows which rubric dimension (correctness, safety, format, concision, tests
+        passed) a stage moved; ``distinct_2`` (:func:`distinct_2`) falls when a policy collapses
+        into repeating itself.
     """
     replies = generate_responses(model, tokenizer, [r["prompt"] for r in records], max_new_tokens=max_new_tokens, batch_size=batch_size)
     rows = []
     for record, reply in zip(records, replies):
-        judged = gold_score(record["domain"], record["reference"], reply)
-        rows.append({"id": record["id"], "domain": record["domain"], "response": reply, "score": judged.score, "parts": judged.parts})
+        row = {"id": record["id"], "domain": record["domain"], "response": reply, "score": None, "parts": None}
+        if has_reference(record):
+            judged = gold_score(record["domain"], record["reference"], reply)
+            row.update(score=judged.score, parts=judged.parts)
+        rows.append(row)
+    scored = [row for row in rows if row["score"] is not None]
     by_domain: dict[str, list[float]] = {}
     parts: dict[str, dict[str, list[float]]] = {}
-    for row in rows:
+    for row in scored:
         by_domain.setdefault(row["domain"], []).append(row["score"])
         for name, value in row["parts"].items():
             parts.setdefault(row["domain"], {}).setdefault(name, []).append(value)
-    mean = sum(r["score"] for r in rows) / max(1, len(rows))
     return {
-        "gold_score": mean,
+        "gold_score": sum(r["score"] for r in scored) / len(scored) if scored else None,
+        "gold_skipped_prompts": len(rows) - len(scored),
         "distinct_2": distinct_2(replies),
         "mean_words": sum(len(r.split()) for r in replies) / max(1, len(replies)),
         "by_domain": {d: sum(v) / len(v) for d, v in sorted(by_domain.items())},

@@ -30,7 +30,9 @@ overwritten. A stage that starts from a policy (DPO, and stages registered with
 
 Each ablation's final policy is then scored on held-out prompts: the gold judge (with a
 paired bootstrap CI of the difference with the SFT model), the reward models' mean score and
-the KL to the SFT model; those results are cached by the same rule.
+the KL to the SFT model; those results are cached by the same rule. A user's own prompts may
+carry no reference: the gold judge scores those that do and the results count the others;
+the reward models, the KL and distinct-2 cover every prompt.
 
 Run one from a shell (``course-pipeline pipelines/unified.yaml --run runs/tiny``), under
 ``accelerate launch``, or from notebook 06 with :func:`run_pipeline`. Introduced in
@@ -311,11 +313,15 @@ def evaluate_ablations(pipeline: Pipeline, run: RunContext, names: list[str] | N
     """Score each ablation's final policy on the same held-out prompts; cached per policy.
 
     Returns:
-        ablation -> ``{"gold_score", "gold_gain" (vs the SFT model, paired, with CI), "reward",
-        "kl" (to the SFT model, nats per reply), "by_domain", "parts", "distinct_2", "policy",
-        "rows_file"}``. ``rows_file`` (relative to the run) holds one row per prompt, the same
-        prompts in the same order for every ablation: ``{"id", "domain", "response", "score",
-        "parts", "reward"}``; :func:`evaluation_rows` reads it (notebook 07's statistics).
+        ablation -> ``{"gold_score", "gold_gain" (vs the SFT model, paired, with CI),
+        "gold_skipped_prompts", "reward", "kl" (to the SFT model, nats per reply), "by_domain",
+        "parts", "distinct_2", "prompts", "policy", "rows_file"}``. The gold values cover the
+        prompts with a reference; ``gold_skipped_prompts`` counts those without one, and
+        ``gold_score`` and ``gold_gain`` are None when no prompt has one. ``reward`` (None without
+        a reward stage), ``kl`` and ``distinct_2`` cover every prompt. ``rows_file`` (relative to
+        the run) holds one row per prompt, the same prompts in the same order for every ablation:
+        ``{"id", "domain", "response", "score", "parts", "reward"}`` (``score`` and ``parts`` None
+        where the prompt has no reference); :func:`evaluation_rows` reads it (notebook 07's statistics).
     """
     from .data import load_records
     from .generation import balanced_sample, gold_evaluate
@@ -358,9 +364,11 @@ def evaluate_ablations(pipeline: Pipeline, run: RunContext, names: list[str] | N
         kl = {"mean": 0.0, "eos_rate": None} if is_sft else kl_to_reference(
             policy, tok, records, temperature=ev.kl_temperature, max_new_tokens=ev.max_new_tokens, seed=pipeline.seed,
             reference=sft_model)
-        sft_rows = [r["score"] for r in sft_gold["rows"]]
+        # Both models were judged on the same prompts (those with a reference), in the same order.
+        scores, sft_scores = ([row["score"] for row in g["rows"] if row["score"] is not None] for g in (gold, sft_gold))
         result = {"policy": str(policy_dir.relative_to(run.run_dir)), "gold_score": gold["gold_score"],
-                  "gold_gain": paired_difference([r["score"] for r in gold["rows"]], sft_rows, seed=pipeline.seed),
+                  "gold_gain": paired_difference(scores, sft_scores, seed=pipeline.seed) if scores else None,
+                  "gold_skipped_prompts": gold["gold_skipped_prompts"],
                   "reward": float(np.mean(rewards)) if reward_models else None, "kl": kl["mean"], "eos_rate": kl["eos_rate"], "by_domain": gold["by_domain"],
                   "parts": gold["parts"], "distinct_2": gold["distinct_2"], "prompts": len(records),
                   "rows_file": str(rows_file.relative_to(run.run_dir))}
@@ -431,15 +439,24 @@ def finished_pipeline(pipeline: Pipeline | str | Path, run: RunContext, *, promp
 
 
 def results_table(summary: dict[str, Any]):
-    """The ablation table: gold score (with the paired CI against SFT), reward-model score and KL per variant."""
+    """The ablation table: gold score (with the paired CI against SFT), reward-model score and KL per variant.
+
+    Gold cells are empty when no prompt has a reference; a ``gold skipped`` column counts the
+    prompts the gold judge left out when there are any.
+    """
     import pandas as pd
 
+    results = summary["results"]
+    any_skipped = any(r.get("gold_skipped_prompts") for r in results.values())
     rows = []
-    for name, r in summary["results"].items():
+    for name, r in results.items():
         gain = r["gold_gain"]
-        rows.append({"variant": name, "gold": round(r["gold_score"], 3), "gain vs SFT": round(gain["mean"], 3),
-                     "95% CI": f"({gain['ci_low']:+.3f}, {gain['ci_high']:+.3f})",
-                     "reward": None if r["reward"] is None else round(r["reward"], 2), "KL to SFT": round(r["kl"], 2),
+        row = {"variant": name, "gold": None if r["gold_score"] is None else round(r["gold_score"], 3),
+               "gain vs SFT": None if gain is None else round(gain["mean"], 3),
+               "95% CI": None if gain is None else f"({gain['ci_low']:+.3f}, {gain['ci_high']:+.3f})"}
+        if any_skipped:
+            row["gold skipped"] = r["gold_skipped_prompts"]
+        rows.append({**row, "reward": None if r["reward"] is None else round(r["reward"], 2), "KL to SFT": round(r["kl"], 2),
                      "distinct-2": round(r["distinct_2"], 3)})
     return pd.DataFrame(rows).set_index("variant")
 

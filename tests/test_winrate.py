@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from course_lib.domains import domain_module
+from course_lib.errors import DataError
 from course_lib.evaluation.winrate import (
     gold_judge,
     labels_judge,
@@ -16,7 +17,7 @@ from course_lib.evaluation.winrate import (
     score_judge,
     win_rate,
 )
-from course_lib.labeling import LabelStore
+from course_lib.labeling import LabelStore, gold_choice, simulated_panel
 
 pytestmark = pytest.mark.unit
 
@@ -40,6 +41,43 @@ def test_gold_judge_prefers_the_good_answer_and_never_flips():
     tied = win_rate(records[:4], good[:4], good[:4], gold_judge(), n_resamples=200)
     assert (tied["ties"], tied["win_rate"]) == (4, 0.5)
     json.dumps(result, allow_nan=False)
+
+
+def own_prompts() -> list[dict]:
+    """Two prompts of a user's own data: no reference, one in the neutral domain, one naming a kit domain."""
+    return [{"id": f"own-{i}", "domain": domain, "reference": "", "prompt": [{"role": "user", "content": f"My question {i}"}]}
+            for i, domain in enumerate(["general", "medical"])]
+
+
+def test_the_gold_judge_leaves_out_prompts_without_a_reference_and_counts_them():
+    tasks, records = medical_tasks(8)
+    records += own_prompts()
+    good = [t.good for t in tasks] + ["Sure, here is how.", "Yes, a daily walk helps most people."]
+    wrong = [t.flawed["wrong"] for t in tasks] + ["No idea.", "Never walk; stay in bed for weeks."]
+    result = win_rate(records, good, wrong, gold_judge(), n_resamples=200)
+    assert (result["win_rate"], result["wins"], result["n_judged"], result["unjudged"]) == (1.0, 8, 8, 2)
+    assert result["outcomes"][-2:] == [None, None]
+    controlled = length_controlled_win_rate(records, good, wrong, gold_judge(), n_resamples=200)
+    assert (controlled["raw_win_rate"], controlled["n_judged"]) == (1.0, 8)
+    with pytest.raises(DataError, match="no verdict on any of the 2 prompts; the gold judge needs records with a reference"):
+        win_rate(records[-2:], good[-2:], wrong[-2:], gold_judge(), n_resamples=200)
+
+
+def test_simulated_annotators_refuse_pairs_without_a_reference_before_labeling_any(tmp_path):
+    tasks, records = medical_tasks(2)
+    pairs = [{"id": f"pair-{i}", "domain": "medical", "reference": r["reference"], "prompt": r["prompt"],
+              "response_a": [{"role": "assistant", "content": t.good}],
+              "response_b": [{"role": "assistant", "content": t.flawed["wrong"]}]} for i, (t, r) in enumerate(zip(tasks, records))]
+    own = {**pairs[0], "id": "own-pair", "domain": "general", "reference": ""}
+    store = LabelStore(tmp_path / "labels.jsonl")
+    for annotator in simulated_panel(seed=0):
+        with pytest.raises(DataError, match="1 pair.s. have no reference, the first is 'own-pair'.*labeling widget") as err:
+            annotator.annotate([*pairs, own], store)
+        assert err.value.field == "reference"
+    assert store.labels() == []  # refused up front: no label of the judgeable pairs either
+    with pytest.raises(DataError, match="'own-pair'"):
+        gold_choice(own)
+    assert [label["choice"] for label in simulated_panel(seed=0)[0].annotate(pairs, store)] == ["A", "A"]
 
 
 def test_a_position_biased_judge_flips_and_its_flips_count_as_ties():

@@ -13,6 +13,9 @@ score. This module turns those rows into what notebook ``07_evaluation`` reports
   dimension a stage moved and which it traded away;
 - :func:`paired_scores`: the per-prompt arrays the paired tests in :mod:`course_lib.stats`
   take, aligned by prompt id.
+
+The domain measures need the prompt's reference: prompts without one (a user's own data)
+count only towards reply length and distinct-2, and have no gold score to pair.
 """
 from __future__ import annotations
 
@@ -20,11 +23,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..data import has_reference
 from ..domains import DOMAINS
 from ..domains.code import extract_code
 from ..domains.judge import parse_reference
 from ..domains.legal import CLAUSE_TYPES, plain_explanation, predicted_clause_type
 from ..domains.medical import LEVELS, predicted_level
+from ..errors import DataError
 from .metrics import bleu, classification_report, distinct_n, response_lengths, rouge_l
 
 Rows = Sequence[Mapping[str, Any]]
@@ -51,11 +56,14 @@ def task_metrics(records: Mapping[str, Mapping[str, Any]], rows: Rows) -> dict[s
     Returns:
         ``{"medical": {"macro_f1", "accuracy", "emergency_sensitivity", "emergency_specificity",
         "confusion_matrix", "matrix_labels"}, "legal": {"macro_f1", "accuracy", "rouge_l"},
-        "code": {"bleu", "tests_passed"}, "mean_words", "distinct_2"}``; a domain without
-        prompts is left out.
+        "code": {"bleu", "tests_passed"}, "mean_words", "distinct_2", "gold_skipped_prompts"}``:
+        the domains' measures cover the prompts with a reference (a domain without any is left
+        out), ``gold_skipped_prompts`` counts the others, and ``mean_words`` and ``distinct_2``
+        cover every reply.
     """
     by_domain: dict[str, list[Mapping[str, Any]]] = {}
-    for row in rows:
+    judged = [row for row in rows if has_reference(records[row["id"]])]
+    for row in judged:
         by_domain.setdefault(row["domain"], []).append(row)
     out: dict[str, Any] = {}
     for domain, labels, positive in (("medical", LEVELS, "emergency"), ("legal", CLAUSE_TYPES, None)):
@@ -84,27 +92,39 @@ def task_metrics(records: Mapping[str, Mapping[str, Any]], rows: Rows) -> dict[s
     replies = [r["response"] for r in rows]
     out["mean_words"] = response_lengths(replies)["mean"]
     out["distinct_2"] = distinct_n(replies, 2)
+    out["gold_skipped_prompts"] = len(rows) - len(judged)
     return out
 
 
 def label_correct(records: Mapping[str, Mapping[str, Any]], rows: Rows) -> dict[str, int]:
-    """1 where a classification reply names the right label, 0 where not, by prompt id (McNemar's input)."""
+    """1 where a classification reply names the right label, 0 where not, by prompt id (McNemar's input).
+
+    Only classification prompts with a reference (the true label) are included.
+    """
     return {r["id"]: int(predicted_label(r["domain"], r["response"]) == true_label(r["domain"], records[r["id"]]["reference"]))
-            for r in rows if r["domain"] in ("medical", "legal")}
+            for r in rows if r["domain"] in ("medical", "legal") and has_reference(records[r["id"]])}
 
 
 def paired_scores(rows_by_variant: Mapping[str, Rows], key: str = "score") -> dict[str, np.ndarray]:
     """Each variant's per-prompt ``key`` (``"score"``, ``"reward"``), aligned on the prompts all variants share.
 
+    A prompt without a value in some variant is left out: a prompt with no reference has no
+    gold ``score``, and no prompt has a ``reward`` when the pipeline had no reward stage.
+
     Raises:
         ValueError: when the variants were scored on different prompts (nothing to pair).
+        DataError: when no prompt has a value in every variant.
     """
     ids = [r["id"] for r in next(iter(rows_by_variant.values()))]
     for name, rows in rows_by_variant.items():
         if [r["id"] for r in rows] != ids:
             raise ValueError(f"variant {name!r} was scored on other prompts than the first variant; "
                              "evaluate every variant on the same prompts (one pipeline run)")
-    return {name: np.array([r[key] for r in rows], dtype=float) for name, rows in rows_by_variant.items()}
+    kept = [i for i in range(len(ids)) if all(rows[i][key] is not None for rows in rows_by_variant.values())]
+    if not kept:
+        raise DataError(f"none of the {len(ids)} prompts has a {key!r} in every variant: a gold 'score' needs a "
+                        "prompt with a reference, a 'reward' needs a reward stage in the pipeline", field=key)
+    return {name: np.array([rows[i][key] for i in kept], dtype=float) for name, rows in rows_by_variant.items()}
 
 
 def dimension_table(results: Mapping[str, Mapping[str, Any]], baseline: str = "sft"):

@@ -20,7 +20,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..data import has_reference
 from ..domains import gold_preference, preference
+from ..errors import DataError
 from ..labeling.pairs import response_text
 from ..labeling.preferences import majority_choice
 from ..stats import bootstrap_ci
@@ -36,10 +38,14 @@ ScoreFn = Callable[[Sequence[Mapping[str, Any]], Sequence[str]], Sequence[float]
 def gold_judge() -> Judge:
     """The gold judge: the domain rubric's preference (``course_lib.domains.gold_preference``).
 
-    Pointwise, so it never flips with the order. Records need ``domain`` and ``reference``.
+    Pointwise, so it never flips with the order. Records need ``domain`` and ``reference``; a
+    record without a reference (a user's own prompt, :func:`course_lib.data.has_reference`)
+    gets no verdict, so :func:`win_rate` leaves it out and counts it as ``unjudged``.
     """
 
-    def judge(record: Mapping[str, Any], first: str, second: str) -> int:
+    def judge(record: Mapping[str, Any], first: str, second: str) -> int | None:
+        if not has_reference(record):
+            return None
         return gold_preference(record["domain"], record["reference"], first, second)
 
     return judge
@@ -168,6 +174,9 @@ def win_rate(records: Sequence[Mapping[str, Any]], replies_a: Sequence[str], rep
         "n_judged", "unjudged", "outcomes"}``: ``ties`` includes the flips; ``flip_rate`` is
         flips over judged prompts (``flips`` and ``flip_rate`` are None when only one order
         was judged); ``outcomes`` is +1/0/-1 per prompt from A's side, None if unjudged.
+
+    Raises:
+        DataError: when the judge gave no verdict on any prompt (none has a reference, for the gold judge).
     """
     n = len(records)
     if not n == len(replies_a) == len(replies_b):
@@ -184,7 +193,8 @@ def win_rate(records: Sequence[Mapping[str, Any]], replies_a: Sequence[str], rep
         flips = None
     judged = np.array([o for o in outcomes if o is not None], dtype=float)  # (n_judged,)
     if judged.size == 0:
-        raise ValueError("the judge gave no verdict on any prompt")
+        raise DataError(f"the judge gave no verdict on any of the {n} prompts; the gold judge needs records with a "
+                        "reference, a labels judge needs labels of these replies")
     estimate, low, high = bootstrap_ci((judged + 1) / 2, n_resamples=n_resamples, seed=seed)  # win 1, tie 0.5, loss 0
     return {
         "win_rate": estimate,

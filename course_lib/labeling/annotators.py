@@ -4,16 +4,19 @@ They let papermill runs and tests label without a person, and they make annotato
 quality something a learner can dial: a careful annotator, a hurried one that often
 answers at random, one that prefers longer answers. Each decision is seeded by
 (seed, annotator name, pair id), so a rerun or a resumed run gives the same labels.
-Introduced in ``03_reward_model``.
+A pair without a reference (a user's own data) cannot be judged, so they refuse it: such
+pairs are for people to label. Introduced in ``03_reward_model``.
 """
 from __future__ import annotations
 
 import json
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
+from ..data import has_reference
 from ..domains.judge import GOLD_TIE_MARGIN, preference
+from ..errors import DataError
 from .pairs import response_text
 from .store import LabelStore, timestamp_now
 
@@ -49,11 +52,29 @@ class CachedJudge:
         return self._scores[key]
 
     def pair_scores(self, pair: Mapping[str, Any]) -> tuple[float, float]:
-        """Gold scores of responses A and B of a pair."""
+        """Gold scores of responses A and B of a pair.
+
+        Raises:
+            DataError: the pair has no reference to judge against.
+        """
+        require_references([pair])
         return (
             self.score(pair["domain"], pair["reference"], response_text(pair, "A")),
             self.score(pair["domain"], pair["reference"], response_text(pair, "B")),
         )
+
+
+def require_references(pairs: Iterable[Mapping[str, Any]]) -> None:
+    """Refuse pairs the gold judge cannot score: those without a reference (a user's own data).
+
+    Raises:
+        DataError: naming how many pairs have no reference, the first one's id, and what to do instead.
+    """
+    missing = [pair["id"] for pair in pairs if not has_reference(pair)]
+    if missing:
+        raise DataError(f"{len(missing)} pair(s) have no reference, the first is {missing[0]!r}: simulated annotators "
+                        "label from the gold judge, which needs one; label these pairs yourself with the labeling "
+                        "widget (course_lib.labeling.LabelingWidget)", field="reference")
 
 
 def as_cached(judge: Judge | CachedJudge | None) -> CachedJudge:
@@ -153,7 +174,11 @@ class SimulatedAnnotator:
 
         Returns:
             This annotator's labels of ``pairs``, in pair order.
+
+        Raises:
+            DataError: a pair has no reference; nothing is labeled then.
         """
+        require_references(pairs)  # before any label reaches the store
         if store is None:
             return [self.label(pair) for pair in pairs]
         done = {label["pair_id"]: label for label in store.labels(self.name)}
