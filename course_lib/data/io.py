@@ -38,14 +38,18 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise DataError(f"not valid UTF-8 (byte {err.start} of the line: {raw[err.start:err.start + 4]!r})",
-                                file=path, line=number) from None
+                utf16 = number == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+                what = "UTF-16 (it starts with a UTF-16 byte-order mark)" if utf16 else \
+                    f"not valid UTF-8 (byte {err.start} of the line: {raw[err.start:err.start + 4]!r})"
+                raise DataError(f"{what}; expected UTF-8 text: save the file as UTF-8", file=path, line=number) from None
             if not text.strip():
                 continue
             try:
                 yield number, json.loads(text)
             except json.JSONDecodeError as err:
-                raise DataError(f"bad JSON: {err.msg} at column {err.colno}", file=path, line=number) from None
+                hint = ("; expected one JSON object per line (JSON Lines), not a JSON array or a pretty-printed object"
+                        if number == 1 and text.strip() in ("[", "{") else "")
+                raise DataError(f"bad JSON: {err.msg} (column {err.colno}){hint}", file=path, line=number) from None
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:
@@ -190,7 +194,7 @@ def load_records(source: str | Path, kind: str | None = None, *, kit_columns: bo
     count = sum(1 for _ in iter_records(source, kind, kit_columns=kit_columns, default_domain=default_domain,
                                         split=split))
     if count == 0:
-        raise DataError("no records", file=source)
+        raise DataError("no records (an empty file, or only blank lines); expected one record per line", file=source)
     cache = Path(cache_dir) if cache_dir is not None else kit_home() / "datasets"
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()

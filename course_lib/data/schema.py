@@ -25,6 +25,16 @@ KINDS = ("sft", "preference", "prompt")
 ROLES = ("system", "user", "assistant")
 DOMAIN_NAMES = ("legal", "medical", "code")
 KIT_COLUMNS = ("id", "domain", "reference")
+KIT_COLUMN_HELP = {
+    "id": "a unique string naming the record",
+    "domain": f"the record's domain, one of {list(DOMAIN_NAMES)} (or your own, with an empty reference)",
+    "reference": "a JSON object string the gold judge reads, or \"\" for none",
+}
+MESSAGE_FIELD_HELP = {
+    "prompt": "the conversation so far, a list of {'role', 'content'} messages",
+    "chosen": "the preferred reply, a list holding one assistant message",
+    "rejected": "the dispreferred reply, a list holding one assistant message",
+}
 NEUTRAL_DOMAIN = "general"
 """The domain of a user's record that names none: no gold judge, accepted by every step."""
 
@@ -50,8 +60,11 @@ def has_reference(record: Mapping[str, Any]) -> bool:
 
 
 def _messages(value: Any, field: str, roles: tuple[str, ...], where: dict[str, Any]) -> None:
-    if not isinstance(value, list) or not value:
-        raise DataError(f"expected a non-empty list of messages, got {type(value).__name__}", field=field, **where)
+    if not isinstance(value, list):
+        raise DataError(f"expected a list of messages, got {type(value).__name__}", field=field, **where)
+    if not value:
+        raise DataError("the list of messages is empty; expected at least one {'role', 'content'} message",
+                        field=field, **where)
     for i, message in enumerate(value):
         path = f"{field}[{i}]"
         if not isinstance(message, dict):
@@ -96,7 +109,7 @@ def validate_record(record: Any, kind: str | None = None, *, kit_columns: bool =
     if kit_columns:
         for name in KIT_COLUMNS:
             if name not in record:
-                raise DataError("missing field", field=name, **where)
+                raise DataError(f"missing field; expected {KIT_COLUMN_HELP[name]}", field=name, **where)
             value = record[name]
             if not isinstance(value, str) or (not value and name != "reference"):
                 expected = "a string (empty: no reference)" if name == "reference" else "a non-empty string"
@@ -121,7 +134,7 @@ def validate_record(record: Any, kind: str | None = None, *, kit_columns: bool =
     else:
         for name in ("prompt",) + (("chosen", "rejected") if found == "preference" else ()):
             if name not in record:
-                raise DataError("missing field", field=name, **where)
+                raise DataError(f"missing field; expected {MESSAGE_FIELD_HELP[name]}", field=name, **where)
         _messages(record["prompt"], "prompt", ("system", "user", "assistant"), where)
         if found == "preference":
             for name in ("chosen", "rejected"):
