@@ -54,5 +54,8 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     "${PIP[@]}" install -e ".[$EXTRAS]" "${CONSTRAINTS[@]}"
     echo "$want" > "$STAMP"
 fi
-"$VENV/bin/python" -m ipykernel install --prefix "$VENV" --name python3 >/dev/null
+# ipykernel stages the kernel spec in a temporary folder it leaves behind: give it one we remove.
+KERNEL_TMP="$(mktemp -d)"
+TMPDIR="$KERNEL_TMP" "$VENV/bin/python" -m ipykernel install --prefix "$VENV" --name python3 >/dev/null
+rm -rf "$KERNEL_TMP"
 echo "[setup] environment ready: $VENV"
