@@ -186,8 +186,20 @@ def load_pipeline(path: str | Path, *, progress: bool = True, seed: int | None =
             raise ConfigError("expected a non-empty list of stage names", file=file, key=key)
         _check_order(order, list(stages), file, key)
         ablations[str(name)] = order
+    _check_reward_members(stages, file)
     evaluation = from_mapping(EvaluationSettings, data.get("evaluation") or {}, file=str(file), prefix="evaluation.")
     return Pipeline(stages=stages, ablations=ablations, evaluation=evaluation, seed=seed, source=str(file))
+
+
+def _check_reward_members(stages: dict[str, Any], file: Path) -> None:
+    """A stage that averages reward models (PPO, GRPO) cannot read more members than the reward stage trains."""
+    reward = stages.get("reward")
+    for name, cfg in stages.items():
+        members = getattr(cfg, "reward_members", None)
+        if reward is not None and members is not None and members > reward.ensemble_size:
+            raise ConfigError(f"{name} reads {members} reward models but the reward stage trains {reward.ensemble_size} "
+                              "(stages.reward.ensemble_size); lower one or raise the other",
+                              file=file, key=f"stages.{name}.reward_members")
 
 
 def _check_order(order: list[str], declared: list[str], file: Path, key: str) -> None:

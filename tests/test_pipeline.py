@@ -51,7 +51,7 @@ def write_pipeline(path: Path, stages=None, ablations=None, **top) -> Path:
     ({"extra": 1}, "extra", "unknown section"),
 ])
 def test_a_malformed_pipeline_file_names_the_file_and_the_key(tmp_path, change, key, message):
-    data = {"stages": {"sft": {}, "reward": {}, "ppo": {}, "dpo": {}}, "ablations": {"sft": ["sft"]}}
+    data = {"stages": {"sft": {}, "reward": {"ensemble_size": 2}, "ppo": {}, "dpo": {}}, "ablations": {"sft": ["sft"]}}
     data.update(change)
     data = {k: v for k, v in data.items() if v is not None}
     path = tmp_path / "bad.yaml"
