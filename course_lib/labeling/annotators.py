@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from ..data import has_reference
@@ -64,8 +65,12 @@ class CachedJudge:
         )
 
 
-def require_references(pairs: Iterable[Mapping[str, Any]]) -> None:
+def require_references(pairs: Iterable[Mapping[str, Any]], file: str | Path | None = None) -> None:
     """Refuse pairs the gold judge cannot score: those without a reference (a user's own data).
+
+    Args:
+        pairs: the pairs a simulated annotator is about to label.
+        file: the file they came from, for the message.
 
     Raises:
         DataError: naming how many pairs have no reference, the first one's id, and what to do instead.
@@ -74,7 +79,7 @@ def require_references(pairs: Iterable[Mapping[str, Any]]) -> None:
     if missing:
         raise DataError(f"{len(missing)} pair(s) have no reference, the first is {missing[0]!r}: simulated annotators "
                         "label from the gold judge, which needs one; label these pairs yourself with the labeling "
-                        "widget (course_lib.labeling.LabelingWidget)", field="reference")
+                        "widget (course_lib.labeling.LabelingWidget)", file=file, field="reference")
 
 
 def as_cached(judge: Judge | CachedJudge | None) -> CachedJudge:

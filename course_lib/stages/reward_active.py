@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ..data import has_reference
-from ..errors import ConfigError, DataError
-from ..labeling import SimulatedAnnotator, labels_to_preferences, preferences_to_pairs, select_next
+from ..errors import ConfigError
+from ..labeling import (
+    SimulatedAnnotator, labels_to_preferences, preferences_to_pairs, require_references, select_next,
+)
 from ..models import load_tokenizer
 from ..stats import ranked_correctly, t_interval
 from .base import RunContext
@@ -70,11 +71,7 @@ def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress: boo
     max_length = profile.model.max_seq_length
     train_rows = preference_rows(run, "prefs_train.jsonl")
     val_rows = preference_rows(run, "prefs_val.jsonl")
-    unjudged = sum(not has_reference(r) for r in train_rows)
-    if unjudged:
-        raise DataError(f"{unjudged} of {len(train_rows)} training pairs have no reference: the simulated annotators "
-                        "label from the gold judge, which needs one (label your own pairs with the widget instead)",
-                        file=run.data_file("prefs_train.jsonl"), field="reference")
+    require_references(train_rows, file=run.data_file("prefs_train.jsonl"))
     gold = gold_labels(val_rows)
     if cfg.label_counts[-1] > len(train_rows):
         raise ConfigError(f"the pool holds {len(train_rows)} pairs, fewer than {cfg.label_counts[-1]} labels", key="label_counts")
