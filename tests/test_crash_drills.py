@@ -49,7 +49,8 @@ def test_fifty_kills_of_a_label_writer_lose_and_corrupt_nothing(tmp_path):
         writer = fork.Process(target=_write_labels_forever, args=(str(path), kill * 1000, send))
         writer.start()
         acknowledged += [receive.recv() for _ in range(rng.randint(1, 6))]
-        os.kill(writer.pid, signal.SIGKILL)  # often mid-write: the writer never stops between labels
+        time.sleep(rng.uniform(0, 0.003))  # then an arbitrary moment: in a write, its fsync, or between labels
+        os.kill(writer.pid, signal.SIGKILL)
         writer.join(timeout=30)
         receive.close()
         send.close()
