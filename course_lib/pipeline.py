@@ -56,12 +56,18 @@ from .config import from_mapping, read_yaml
 from .errors import ConfigError, CourseLibError, MissingArtifactError
 from .fingerprint import digest_json, files_digest
 from .stages import STAGES, RunContext, StageResult
-from .stages.base import MARKER, code_version, completed, stage_hash, stage_ledger
+from .stages.base import (
+    MARKER, code_version, completed, is_main_process, join_processes, stage_hash, stage_ledger, wait_for_everyone,
+    world_size,
+)
 
 PIPELINES_DIR = Path(__file__).resolve().parent / "pipelines"
 TOP_LEVEL = {"seed", "preferences", "evaluation", "stages", "ablations", "description"}
 PREFERENCE_STAGES_FIELD = "train_file"
 """The config field through which a stage reads preference pairs (set from ``preferences``)."""
+MULTI_PROCESS_STAGES = ("sft", "reward", "dpo")
+"""Stages that run under a multi-process ``accelerate launch``: every process trains, the main one
+measures and writes (docs/scaling.md). The others, the kit's PPO among them, run in one process."""
 
 
 @dataclass
@@ -397,9 +403,29 @@ def evaluation_rows(run: RunContext, result: dict[str, Any]) -> list[dict[str, A
     return [row for _, row in iter_jsonl(run.run_dir / result["rows_file"])]
 
 
+def check_processes(pipeline: Pipeline, names: list[str]) -> None:
+    """Under a multi-process launch, refuse before anything trains a stage that runs in one process only.
+
+    Raises:
+        ConfigError: naming the file, the first such stage and the ablation that runs it.
+    """
+    if world_size() == 1:
+        return
+    for name in names:
+        for stage in pipeline.ablations[name]:
+            if stage not in MULTI_PROCESS_STAGES:
+                raise ConfigError(
+                    f"the {stage} stage (ablation {name!r}) runs in one process, and this launch started "
+                    f"{world_size()}; only {', '.join(MULTI_PROCESS_STAGES)} train under several. Launch with "
+                    "--num_processes 1, or pick ablations without it (--ablation)", file=pipeline.source, key=f"stages.{stage}")
+
+
 def run_pipeline(pipeline: Pipeline | str | Path, run: RunContext, ablations: list[str] | None = None,
                  on_stage: Callable[[StageOutcome], None] | None = None) -> dict[str, Any]:
     """Run the ablations (all by default), evaluate them, and write ``<run>/pipeline/results.json``.
+
+    Under ``accelerate launch`` every process calls it: all train each stage together, the main
+    process alone evaluates and writes the results, and every process returns the same summary.
 
     Args:
         pipeline: a :class:`Pipeline` or a pipeline file.
@@ -409,15 +435,23 @@ def run_pipeline(pipeline: Pipeline | str | Path, run: RunContext, ablations: li
 
     Returns:
         ``{"stages": [outcome, ...], "results": {ablation: evaluation}, "trained": n}``.
+
+    Raises:
+        ConfigError: under several processes, an ablation runs a stage that needs one.
     """
     pipe = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
     names = pipe.selected(ablations)
+    check_processes(pipe, names)
+    join_processes(run.profile)
     outcomes = [o for name in names for o in run_ablation(pipe, name, run, on_stage)]
-    results = evaluate_ablations(pipe, run, names)
-    summary = {"pipeline": pipe.source, "stages": [dataclasses.asdict(o) for o in outcomes], "results": results,
-               "trained": sum(o.status == "trained" for o in outcomes)}
-    atomic_write_json(run.run_dir / "pipeline" / "results.json", summary)
-    return summary
+    summary_file = run.run_dir / "pipeline" / "results.json"
+    if is_main_process():
+        results = evaluate_ablations(pipe, run, names)
+        summary = {"pipeline": pipe.source, "stages": [dataclasses.asdict(o) for o in outcomes], "results": results,
+                   "trained": sum(o.status == "trained" for o in outcomes)}
+        atomic_write_json(summary_file, summary)
+    wait_for_everyone()  # the other processes read the main process's summary
+    return summary if is_main_process() else json.loads(summary_file.read_text())
 
 
 def finished_pipeline(pipeline: Pipeline | str | Path, run: RunContext, *, prompts: int | None = None,
@@ -499,37 +533,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="adopt the settings of the stages the notebooks finished in --run, so they are reused")
     args = parser.parse_args(argv)
     quiet_library_noise()
-    if _world_size() > 1:
-        print("course-pipeline runs its stages in one process; launch it with --num_processes 1 "
-              "(multi-process training is the reliability-and-scale issue's work)", file=sys.stderr)
-        return 2
     try:
         pipe = load_pipeline(args.pipeline, progress=not args.no_progress)
-        pipe.selected(args.ablation)  # before the run directory is made
+        check_processes(pipe, pipe.selected(args.ablation))  # before the run directory is made
         run = RunContext.create(args.run, args.profile)
         if args.settings_from_run:
             pipe = pipe.with_settings_of(run)
-        ensure_curated_data(run.run_dir, seed=pipe.seed, sizes=run.profile.data)
+        ensure_curated_data(run.run_dir, seed=pipe.seed, sizes=run.profile.data)  # locked: one process builds
     except CourseLibError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if is_main_process():  # under several processes each fails the same way; one says so
+            print(f"error: {exc}", file=sys.stderr)
         return 2
 
     def show(o: StageOutcome) -> None:
-        print(f"[{o.ablation}] {o.stage:<7} {o.status:<8} {o.seconds:7.1f} s  {o.where}", flush=True)
+        if is_main_process():
+            print(f"[{o.ablation}] {o.stage:<7} {o.status:<8} {o.seconds:7.1f} s  {o.where}", flush=True)
 
     started = time.time()
     summary = run_pipeline(pipe, run, args.ablation, on_stage=show)
+    if not is_main_process():
+        return 0
     print()
     print(results_table(summary).to_string())
     print(f"\n{summary['trained']} stage(s) trained, {len(summary['stages']) - summary['trained']} reused; "
           f"{time.time() - started:.0f} s. Results: {run.run_dir / 'pipeline' / 'results.json'}")
     return 0
-
-
-def _world_size() -> int:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 if __name__ == "__main__":

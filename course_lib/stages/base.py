@@ -166,6 +166,56 @@ def finish_stage(stage_dir: Path, digest: str, config: Any, metrics: dict[str, A
     atomic_write_text(stage_dir / MARKER, digest + "\n")
 
 
+WAIT_TIMEOUT_SECONDS = 2 * 3600
+"""How long the other processes of a launch wait for the main process's evaluations and saves."""
+
+
+def world_size() -> int:
+    """How many processes the launcher (``accelerate launch``, ``torchrun``) started: 1 outside one."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """True in a single process and in the launch's first process, the one that writes the stage folders."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def join_processes(profile: Profile) -> None:
+    """Form the process group of a multi-process launch the way the stages' trainers form it.
+
+    Gloo on a CPU profile (``TrainingArguments(use_cpu=True)`` asks for it; accelerate's launcher
+    does not pass ``use_cpu`` on), the GPU's backend otherwise. The trainers then reuse this group,
+    and :func:`wait_for_everyone` can be called before a trainer exists. Nothing in one process.
+    """
+    if world_size() > 1:
+        from datetime import timedelta
+
+        from accelerate import PartialState
+
+        from ..models import detect_device
+
+        PartialState(cpu=detect_device(profile.device) != "cuda", timeout=timedelta(seconds=WAIT_TIMEOUT_SECONDS))
+
+
+def wait_for_everyone() -> None:
+    """Under a multi-process launch, return once every process has called it; at once in one process.
+
+    The stages train in every process and write on the main process only: the other processes wait
+    here for it, then read what it wrote. The group must exist (:func:`join_processes` or a trainer).
+    """
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def result_of_main_process(stage: str, stage_dir: Path) -> StageResult:
+    """On a process other than the main one: wait until the main process has finished the stage
+    folder (it calls :func:`wait_for_everyone` after :func:`finish_stage`), then read its metrics."""
+    wait_for_everyone()
+    return StageResult(stage, stage_dir, load_stage_metrics(stage_dir))
+
+
 def last_checkpoint(folder: Path) -> Path | None:
     """The newest *complete* ``checkpoint-<step>`` folder under ``folder``, or None.
 
@@ -193,7 +243,8 @@ def resumable_checkpoint(folder: Path, digest: str, resume: bool = True) -> Path
     A run killed under one config, input or code version and started again under another must
     not continue the old run's optimisation under the new name. So checkpoints carry the hash
     they were written for; checkpoints of any other hash (or of none) are removed, the folder
-    is claimed for ``digest``, and training starts from scratch. Introduced in ``06_unified_pipeline``.
+    is claimed for ``digest``, and training starts from scratch. Under several processes the main
+    process does that and every process returns the same checkpoint. Introduced in ``06_unified_pipeline``.
 
     Args:
         folder: the stage's ``checkpoints`` folder.
@@ -205,13 +256,28 @@ def resumable_checkpoint(folder: Path, digest: str, resume: bool = True) -> Path
     """
     import shutil
 
-    owner = folder / CHECKPOINT_OWNER
-    mine = owner.is_file() and owner.read_text().strip() == digest
-    if folder.is_dir() and not (mine and resume):
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(owner, digest + "\n")
+    if is_main_process():  # under several processes, the main one removes and claims; the others wait
+        owner = folder / CHECKPOINT_OWNER
+        mine = owner.is_file() and owner.read_text().strip() == digest
+        if folder.is_dir() and not (mine and resume):
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(owner, digest + "\n")
+    wait_for_everyone()
     return last_checkpoint(folder)
+
+
+def reopen_stage(stage_dir: Path, checkpoints: Path, digest: str, resume: bool, profile: Profile) -> Path | None:
+    """Start a stage that is not complete for ``digest``: remove its old marker, claim its checkpoints.
+
+    Returns:
+        The checkpoint to continue from (:func:`resumable_checkpoint`), the same in every process.
+    """
+    join_processes(profile)
+    wait_for_everyone()  # every process has read the old marker before the main process removes it
+    if is_main_process():
+        (stage_dir / MARKER).unlink(missing_ok=True)
+    return resumable_checkpoint(checkpoints, digest, resume)
 
 
 def checkpoint_step(checkpoint: Path | None) -> int | None:
@@ -237,6 +303,9 @@ def run_cached_trl_stage(stage: str, cfg: Any, run: "RunContext", inputs: dict[s
                          callbacks: list | None = None) -> StageResult:
     """A TRL-trainer stage with its cache: skip when done with the same inputs, resume when interrupted.
 
+    Under ``accelerate launch`` every process calls it and trains (the trainer's data parallelism);
+    ``finish`` measures and writes on the main process only and hands every process the same result.
+
     Args:
         stage: the stage folder's name.
         cfg: the stage's config (its ``resume`` says whether to continue from a checkpoint).
@@ -250,8 +319,7 @@ def run_cached_trl_stage(stage: str, cfg: Any, run: "RunContext", inputs: dict[s
     digest = stage_hash(cfg, run.profile, inputs)
     if completed(out, digest):
         return StageResult(stage, out, load_stage_metrics(out), skipped=True)
-    (out / MARKER).unlink(missing_ok=True)
-    checkpoint = resumable_checkpoint(out / "checkpoints", digest, cfg.resume)
+    checkpoint = reopen_stage(out, out / "checkpoints", digest, cfg.resume, run.profile)
     trainer = make(cfg, run, callbacks)
     trainer.train(resume_from_checkpoint=checkpoint)
     return finish(trainer, cfg, run, resumed_from_step=checkpoint_step(checkpoint))
@@ -352,6 +420,7 @@ class ComputeLedger:
             "estimated_flops": float(flops),
             "parameters": self.params,
             "trainable_parameters": self.trainable,
+            "processes": world_size(),  # tokens and FLOPs count every process; time and memory are this one's
         }
 
 

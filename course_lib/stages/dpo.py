@@ -21,8 +21,8 @@ from typing import Any
 from ..data import load_records
 from ..models import detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
 from .base import (
-    ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, finish_stage, ledger_of,
-    run_cached_trl_stage, stage_hash,
+    ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, finish_stage, is_main_process,
+    ledger_of, result_of_main_process, run_cached_trl_stage, stage_hash, wait_for_everyone,
 )
 from .dpo_config import DPOStageConfig
 from .lm_head import use_full_logits_on_cpu
@@ -101,7 +101,9 @@ def finish_dpo(trainer, cfg: DPOStageConfig, run: RunContext, resumed_from_step:
     Measures, on held-out data: the implicit reward's accuracy and margin on the validation pairs;
     the gold score of greedy replies before (the adapter off: the starting model) and after, with
     a paired bootstrap CI of the gain; the KL to the reference on sampled replies, as PPO measures
-    it. Saves the adapter and the merged policy, then writes config, metrics and marker.
+    it. Saves the adapter and the merged policy, then writes config, metrics and marker. Under
+    ``accelerate launch`` call it in every process: all of them take part in the held-out pairs'
+    evaluation, the main process alone does the rest, and each gets its result.
 
     Args:
         trainer: a trainer from :func:`make_dpo_trainer`, after ``train()``.
@@ -110,10 +112,12 @@ def finish_dpo(trainer, cfg: DPOStageConfig, run: RunContext, resumed_from_step:
         resumed_from_step: the checkpoint step training resumed from, if it did.
     """
     profile, out = run.profile, run.stage_dir(STAGE)
+    held_out = trainer.evaluate()  # every process takes part: each scores its share of the pairs
+    if not is_main_process():
+        return result_of_main_process(STAGE, out)
     inputs = dpo_inputs(cfg, run)
     digest = stage_hash(cfg, profile, inputs)
     tok, policy = trainer.processing_class, trainer.model
-    held_out = trainer.evaluate()
     records, gold_skipped = gold_prompts(inputs["eval"], cfg.eval_prompts)
     measured = before_and_after(policy, tok, records, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                                 kl_temperature=cfg.kl_temperature)
@@ -139,6 +143,7 @@ def finish_dpo(trainer, cfg: DPOStageConfig, run: RunContext, resumed_from_step:
     }
     info = {"tokenizer_fingerprint": tokenizer_fingerprint(tok), "max_steps": trainer.args.max_steps, "samples": samples}
     finish_stage(out, digest, cfg, metrics, info, inputs)
+    wait_for_everyone()  # the other processes read the finished folder now
     return StageResult(STAGE, out, metrics)
 
 

@@ -29,8 +29,9 @@ from ..labeling import ensemble_uncertainty
 from ..models import check_same_tokenizer, detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
 from ..stats import bootstrap_ci, ranked_correctly
 from .base import (
-    MARKER, ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, completed,
-    checkpoint_step, finish_stage, ledger_of, load_stage_metrics, resumable_checkpoint, stage_hash,
+    ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, completed, checkpoint_step,
+    finish_stage, is_main_process, ledger_of, load_stage_metrics, reopen_stage, result_of_main_process,
+    resumable_checkpoint, stage_hash, wait_for_everyone,
 )
 from .reward_config import RewardStageConfig
 
@@ -265,7 +266,7 @@ def train_reward_model(cfg: RewardStageConfig, run: RunContext, rows: list[dict[
         checkpoint = (resumable_checkpoint(scratch / "checkpoints", stage_digest, cfg.resume)
                       if out_dir is not None and stage_digest is not None else None)
         trainer.train(resume_from_checkpoint=checkpoint)
-        if out_dir is not None:
+        if out_dir is not None and is_main_process():
             trainer.model.save_pretrained(out_dir, safe_serialization=True)
     finally:
         if out_dir is None:
@@ -312,7 +313,9 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext, resumed_from
     Saves that model as ``member_0``, trains the rest of the ensemble (and the k-fold
     models) quietly, measures accuracy against gold with a bootstrap CI, per domain and
     per member, the length-bias probe and the calibration curve, and writes the stage's
-    config, metrics and marker exactly as :func:`run_reward` does.
+    config, metrics and marker exactly as :func:`run_reward` does. Under ``accelerate launch``
+    call it in every process: all of them train the other models together, the main process
+    alone saves and measures, and each gets its result.
 
     Args:
         trainer: a trainer from :func:`make_reward_trainer`, after ``train()``.
@@ -340,24 +343,28 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext, resumed_from
     if not keep.any():
         raise DataError("no validation pair has a gold preference (all ties)", file=inputs["val"])
 
-    trainer.model.save_pretrained(out / "member_0", safe_serialization=True)
+    if is_main_process():
+        trainer.model.save_pretrained(out / "member_0", safe_serialization=True)
     members = [(trainer.model, ledger_of(trainer).summary(), _losses(trainer))]
     for member in range(1, cfg.ensemble_size):
         members.append(train_reward_model(cfg, run, train_rows, cfg.seed + member, out / f"member_{member}",
                                           stage_digest=digest))
+    fold_acc = []
+    for tr, te in KFold(cfg.kfold, shuffle=True, random_state=cfg.seed).split(train_rows) if cfg.kfold else ():
+        fold_model, _, _ = train_reward_model(cfg, run, [train_rows[i] for i in tr], cfg.seed)  # in every process
+        if is_main_process():
+            held = [train_rows[i] for i in te]
+            fold_acc.append(float(ranked_correctly(pair_margins(fold_model, tok, held, max_length), gold_labels(held)).mean()))
+    if not is_main_process():
+        return result_of_main_process(STAGE, out)
+
     margins_arr = np.stack([pair_margins(m, tok, val_rows, max_length) for m, _, _ in members])  # (ensemble, n_val)
     probe = length_bias_probe(members[0][0], tok, [r for r, k in zip(val_rows, keep) if k], cfg.length_probe_pairs, max_length)
     mean_margin = margins_arr.mean(axis=0)
     acc, low, high = bootstrap_ci(ranked_correctly(mean_margin, labels), n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
 
-    kfold = None
-    if cfg.kfold:
-        fold_acc = []
-        for tr, te in KFold(cfg.kfold, shuffle=True, random_state=cfg.seed).split(train_rows):
-            fold_model, _, _ = train_reward_model(cfg, run, [train_rows[i] for i in tr], cfg.seed)
-            held = [train_rows[i] for i in te]
-            fold_acc.append(float(ranked_correctly(pair_margins(fold_model, tok, held, max_length), gold_labels(held)).mean()))
-        kfold = {"folds": cfg.kfold, "accuracy": fold_acc, "mean": float(np.mean(fold_acc)), "std": float(np.std(fold_acc))}
+    kfold = {"folds": cfg.kfold, "accuracy": fold_acc, "mean": float(np.mean(fold_acc)),
+             "std": float(np.std(fold_acc))} if cfg.kfold else None
 
     uncertainty = ensemble_uncertainty(margins_arr)  # (n_val,), as active learning measures it
     rows = [
@@ -382,6 +389,7 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext, resumed_from
     }
     info = {"tokenizer_fingerprint": tokenizer_fingerprint(tok), "sft_dir": str(inputs["sft"])}
     finish_stage(out, digest, cfg, metrics, info, inputs)
+    wait_for_everyone()  # the other processes read the finished folder now
     return StageResult(STAGE, out, metrics)
 
 
@@ -402,8 +410,7 @@ def run_reward(cfg: RewardStageConfig, run: RunContext, callbacks: list | None =
     digest = stage_hash(cfg, run.profile, reward_inputs(cfg, run))
     if completed(out, digest):
         return StageResult(STAGE, out, load_stage_metrics(out), skipped=True)
-    (out / MARKER).unlink(missing_ok=True)
-    checkpoint = resumable_checkpoint(out / "member_0" / "checkpoints", digest, cfg.resume)
+    checkpoint = reopen_stage(out, out / "member_0" / "checkpoints", digest, cfg.resume, run.profile)
     trainer = make_reward_trainer(cfg, run, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=checkpoint)
     return finish_reward(trainer, cfg, run, resumed_from_step=checkpoint_step(checkpoint))

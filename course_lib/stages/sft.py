@@ -17,8 +17,8 @@ from ..data import load_records
 from ..generation import gold_evaluate
 from ..models import detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
 from .base import (
-    ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, finish_stage, ledger_of,
-    run_cached_trl_stage, stage_hash,
+    ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, finish_stage, is_main_process,
+    ledger_of, result_of_main_process, run_cached_trl_stage, stage_hash, wait_for_everyone,
 )
 from .lm_head import use_full_logits_on_cpu
 from .policy import gold_prompts
@@ -126,7 +126,8 @@ def finish_sft(trainer, cfg: SFTStageConfig, run: RunContext, resumed_from_step:
     Saves the adapter and the merged model, measures held-out loss and the gold score of
     greedy replies before SFT (the adapter switched off) and after (on the held-out prompts
     that carry a reference), and writes the stage's config, metrics and completion marker,
-    exactly as :func:`run_sft` does.
+    exactly as :func:`run_sft` does. Under ``accelerate launch`` call it in every process: all of them
+    take part in the held-out loss, the main process alone does the rest, and each gets its result.
 
     Args:
         trainer: a trainer from :func:`make_sft_trainer`, after ``train()``.
@@ -135,12 +136,14 @@ def finish_sft(trainer, cfg: SFTStageConfig, run: RunContext, resumed_from_step:
         resumed_from_step: the checkpoint step training resumed from, if it did.
     """
     profile, out = run.profile, run.stage_dir(STAGE)
+    final_eval = trainer.evaluate()  # every process takes part: each scores its share of the held-out set
+    if not is_main_process():
+        return result_of_main_process(STAGE, out)
     inputs = sft_inputs(run)
     digest = stage_hash(cfg, profile, inputs)
     tok = trainer.processing_class
     eval_records, gold_skipped = gold_prompts(inputs["eval_prompts"], cfg.eval_prompts)
     before = _gold_before(trainer, profile, tok, eval_records, cfg.max_new_tokens) if eval_records else None
-    final_eval = trainer.evaluate()
     after = gold_evaluate(trainer.model, tok, eval_records, max_new_tokens=cfg.max_new_tokens) if eval_records else None
 
     adapter_dir = out / "adapter"
@@ -171,6 +174,7 @@ def finish_sft(trainer, cfg: SFTStageConfig, run: RunContext, resumed_from_step:
     samples = {"before": before["rows"][:12] if before else [], "after": after["rows"][:12] if after else []}
     info = {"tokenizer_fingerprint": tokenizer_fingerprint(tok), "samples": samples, "max_steps": trainer.args.max_steps}
     finish_stage(out, digest, cfg, metrics, info, inputs)
+    wait_for_everyone()  # the other processes read the finished folder now
     return StageResult(STAGE, out, metrics)
 
 
