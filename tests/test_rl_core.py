@@ -126,9 +126,9 @@ def test_clipped_value_loss_matches_an_elementwise_reference(tensors):
 
 
 def test_padding_and_tokens_after_the_end_are_masked_out():
-    eos, pad = 7, 0
+    eos = 7
     ids = torch.tensor([[3, 4, 7, 5, 5],   # ends at 2; 5, 5 were generated after the end
-                        [3, 7, 0, 0, 0],   # ends at 1, then padding
+                        [3, 7, 0, 0, 0],   # ends at 1, then padding (0)
                         [3, 4, 5, 6, 2]])  # never ends
     mask, ended = response_mask_from(ids, eos)
     assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
