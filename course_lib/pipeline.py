@@ -192,20 +192,8 @@ def load_pipeline(path: str | Path, *, progress: bool = True, seed: int | None =
             raise ConfigError("expected a non-empty list of stage names", file=file, key=key)
         _check_order(order, list(stages), file, key)
         ablations[str(name)] = order
-    _check_reward_members(stages, file)
     evaluation = from_mapping(EvaluationSettings, data.get("evaluation") or {}, file=str(file), prefix="evaluation.")
     return Pipeline(stages=stages, ablations=ablations, evaluation=evaluation, seed=seed, source=str(file))
-
-
-def _check_reward_members(stages: dict[str, Any], file: Path) -> None:
-    """A stage that averages reward models (PPO, GRPO) cannot read more members than the reward stage trains."""
-    reward = stages.get("reward")
-    for name, cfg in stages.items():
-        members = getattr(cfg, "reward_members", None)
-        if reward is not None and members is not None and members > reward.ensemble_size:
-            raise ConfigError(f"{name} reads {members} reward models but the reward stage trains {reward.ensemble_size} "
-                              "(stages.reward.ensemble_size); lower one or raise the other",
-                              file=file, key=f"stages.{name}.reward_members")
 
 
 def _check_order(order: list[str], declared: list[str], file: Path, key: str) -> None:
@@ -420,6 +408,25 @@ def check_processes(pipeline: Pipeline, names: list[str]) -> None:
                     "--num_processes 1, or pick ablations without it (--ablation)", file=pipeline.source, key=f"stages.{stage}")
 
 
+def check_reward_members(pipeline: Pipeline, names: list[str]) -> None:
+    """Refuse before anything trains an ablation whose PPO or GRPO reads more reward models than its reward stage trains.
+
+    Checked when the pipeline runs, not when the file is read: settings adopted from a run
+    (:meth:`Pipeline.with_settings_of`) may supply the ensemble size the file leaves out.
+
+    Raises:
+        ConfigError: naming the file and ``stages.<stage>.reward_members``.
+    """
+    reward = pipeline.stages.get("reward")
+    for name in names:
+        for stage in pipeline.ablations[name]:
+            members = getattr(pipeline.stages[stage], "reward_members", None)
+            if "reward" in pipeline.ablations[name] and members is not None and members > reward.ensemble_size:
+                raise ConfigError(f"{stage} reads {members} reward models but the reward stage trains "
+                                  f"{reward.ensemble_size} (stages.reward.ensemble_size); lower one or raise the other",
+                                  file=pipeline.source, key=f"stages.{stage}.reward_members")
+
+
 def run_pipeline(pipeline: Pipeline | str | Path, run: RunContext, ablations: list[str] | None = None,
                  on_stage: Callable[[StageOutcome], None] | None = None) -> dict[str, Any]:
     """Run the ablations (all by default), evaluate them, and write ``<run>/pipeline/results.json``.
@@ -437,11 +444,13 @@ def run_pipeline(pipeline: Pipeline | str | Path, run: RunContext, ablations: li
         ``{"stages": [outcome, ...], "results": {ablation: evaluation}, "trained": n}``.
 
     Raises:
-        ConfigError: under several processes, an ablation runs a stage that needs one.
+        ConfigError: under several processes, an ablation runs a stage that needs one; or its PPO or
+            GRPO reads more reward models than its reward stage trains.
     """
     pipe = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
     names = pipe.selected(ablations)
     check_processes(pipe, names)
+    check_reward_members(pipe, names)
     join_processes(run.profile)
     outcomes = [o for name in names for o in run_ablation(pipe, name, run, on_stage)]
     summary_file = run.run_dir / "pipeline" / "results.json"
@@ -550,7 +559,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{o.ablation}] {o.stage:<7} {o.status:<8} {o.seconds:7.1f} s  {o.where}", flush=True)
 
     started = time.time()
-    summary = run_pipeline(pipe, run, args.ablation, on_stage=show)
+    try:
+        summary = run_pipeline(pipe, run, args.ablation, on_stage=show)
+    except CourseLibError as exc:  # a missing input or a bad file found mid-run: finished stages stay cached
+        if is_main_process():
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not is_main_process():
         return 0
     print()

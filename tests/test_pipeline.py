@@ -51,7 +51,7 @@ def write_pipeline(path: Path, stages=None, ablations=None, **top) -> Path:
     ({"extra": 1}, "extra", "unknown section"),
 ])
 def test_a_malformed_pipeline_file_names_the_file_and_the_key(tmp_path, change, key, message):
-    data = {"stages": {"sft": {}, "reward": {"ensemble_size": 2}, "ppo": {}, "dpo": {}}, "ablations": {"sft": ["sft"]}}
+    data = {"stages": {"sft": {}, "reward": {}, "ppo": {}, "dpo": {}}, "ablations": {"sft": ["sft"]}}
     data.update(change)
     data = {k: v for k, v in data.items() if v is not None}
     path = tmp_path / "bad.yaml"
@@ -176,6 +176,21 @@ def test_a_registered_stage_joins_a_pipeline_without_pipeline_code(tmp_path, dat
 
 
 @pytest.mark.slow
+def test_an_input_missing_mid_run_is_one_line_and_keeps_what_finished(tmp_path, data_dir, capsys):
+    """The labels file a pipeline names is absent: SFT trains and stays cached, DPO stops with one clear line."""
+    from course_lib.pipeline import main
+
+    run = new_run(tmp_path, data_dir)
+    stages = {"sft": STAGE_SETTINGS["sft"], "dpo": STAGE_SETTINGS["dpo"]}
+    path = write_pipeline(tmp_path / "p.yaml", stages=stages, ablations={"sft+dpo": ["sft", "dpo"]},
+                          preferences="prefs_labeled.jsonl")
+    assert main([str(path), "--run", str(run.run_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "prefs_labeled.jsonl" in err[0] and "label_preferences" in err[0], err
+    assert (run.stage_dir("sft") / "COMPLETE").is_file()
+
+
+@pytest.mark.slow
 def test_labels_from_the_widget_feed_the_pipeline(tmp_path, data_dir):
     from course_lib.atomic import atomic_write_jsonl
     from course_lib.data import load_records
@@ -209,6 +224,18 @@ def test_the_command_line_runs_a_pipeline_under_accelerate_launch(tmp_path, data
     bad = subprocess.run([sys.executable, "-m", "course_lib.pipeline", str(tmp_path / "none.yaml")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "none.yaml" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.unit
+def test_more_reward_models_than_the_reward_stage_trains_is_refused_before_training(tmp_path):
+    """Found when the pipeline runs (settings adopted from a run may supply the ensemble size), before SFT trains."""
+    stages = {"sft": {}, "reward": {"ensemble_size": 1}, "ppo": {"reward_members": 2}}
+    path = write_pipeline(tmp_path / "p.yaml", stages=stages, ablations={"rlhf": ["sft", "reward", "ppo"]})
+    run = RunContext.create(tmp_path / "run", "tiny-cpu")
+    with pytest.raises(ConfigError, match="ppo reads 2 reward models but the reward stage trains 1") as err:
+        run_pipeline(load_pipeline(path, progress=False), run)
+    assert err.value.key == "stages.ppo.reward_members" and str(path) in str(err.value)
+    assert not run.stage_dir("sft").exists()
 
 
 @pytest.mark.unit

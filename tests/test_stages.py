@@ -261,8 +261,8 @@ def test_the_notebook_path_and_the_cached_path_write_the_same_stage(tmp_path, sm
     assert run_sft(cfg, run).skipped
 
 
-def test_editing_any_kit_code_a_stage_runs_reruns_it(tmp_path, small_data, monkeypatch):
-    """The marker covers all kit code, not only stages/: an edited gold judge re-runs SFT."""
+def test_editing_any_kit_code_or_an_input_file_reruns_a_stage(tmp_path, small_data, monkeypatch):
+    """The marker covers all kit code, not only stages/ (an edited gold judge re-runs SFT), and the input files."""
     from course_lib import fingerprint
     from course_lib.paths import PACKAGE_DIR
 
@@ -276,3 +276,7 @@ def test_editing_any_kit_code_a_stage_runs_reruns_it(tmp_path, small_data, monke
     judge = copy / "domains" / "judge.py"
     judge.write_text(judge.read_text() + "\n# an edit to the gold judge\n")
     assert not run_sft(cfg, run).skipped  # edited code: the stage runs again
+    assert run_sft(cfg, run).skipped
+    data = run.data_file("sft_train.jsonl")
+    data.write_text("".join(data.read_text().splitlines(keepends=True)[:-1]))  # one training record fewer
+    assert not run_sft(cfg, run).skipped  # changed input data: the stage runs again
