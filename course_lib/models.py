@@ -142,7 +142,7 @@ def resolve_model_path(name: str) -> str:
             raise ConfigError(f"model folder {local} holds no config.json (expected a saved transformers model)", key="model.name")
         return str(local)
     offline = _hub_offline()
-    unreachable = None if offline else _hub_unreachable()
+    unreachable = None if offline else _hub_unreachable(_hub_endpoint())
     if offline or unreachable:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
@@ -160,8 +160,15 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def _hub_unreachable(timeout: float = 5.0) -> str | None:
-    """Why the hub's endpoint cannot be reached (one TCP connection), or None when it can.
+def _hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+@functools.cache
+def _hub_unreachable(endpoint: str, timeout: float = 5.0) -> str | None:
+    """Why ``endpoint`` cannot be reached (one TCP connection), or None when it can; asked once per process.
 
     Without this, a machine with no route out spends minutes in the hub client's retries
     before transformers gives up with a generic message.
@@ -169,9 +176,7 @@ def _hub_unreachable(timeout: float = 5.0) -> str | None:
     import socket
     from urllib.parse import urlsplit
 
-    from huggingface_hub import constants
-
-    url = urlsplit(constants.ENDPOINT)
+    url = urlsplit(endpoint)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         socket.create_connection((url.hostname, port), timeout=timeout).close()

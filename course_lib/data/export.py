@@ -17,14 +17,11 @@ from typing import Any, Iterable, Iterator
 from ..atomic import atomic_write_jsonl
 from ..errors import DataError
 from .io import raw_rows, writable_file
+from .records import clean_messages
 from .schema import NEUTRAL_DOMAIN, detect_kind, validate_record
 from .user import as_kit_record
 
 OPENAI_ROLES = ("system", "user", "assistant")
-
-
-def _clean(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def to_openai(record: dict[str, Any]) -> dict[str, Any]:
@@ -35,12 +32,12 @@ def to_openai(record: dict[str, Any]) -> dict[str, Any]:
     """
     kind = detect_kind(record)
     if kind == "sft":
-        return {"messages": _clean(record["messages"])}
+        return {"messages": clean_messages(record["messages"])}
     if kind == "preference":
         return {
-            "input": {"messages": _clean(record["prompt"])},
-            "preferred_output": _clean(record["chosen"]),
-            "non_preferred_output": _clean(record["rejected"]),
+            "input": {"messages": clean_messages(record["prompt"])},
+            "preferred_output": clean_messages(record["chosen"]),
+            "non_preferred_output": clean_messages(record["rejected"]),
         }
     raise DataError("prompt-only records have no answer to export for fine-tuning", field="prompt")
 

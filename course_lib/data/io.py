@@ -9,6 +9,7 @@ file or the whole new one. Introduced in ``01_data_curation``.
 """
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from pathlib import Path
@@ -38,7 +39,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                utf16 = number == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+                utf16 = number == 1 and raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
                 what = "UTF-16 (it starts with a UTF-16 byte-order mark)" if utf16 else \
                     f"not valid UTF-8 (byte {err.start} of the line: {raw[err.start:err.start + 4]!r})"
                 raise DataError(f"{what}; expected UTF-8 text: save the file as UTF-8", file=path, line=number) from None

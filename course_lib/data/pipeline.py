@@ -202,12 +202,13 @@ def _notes(config: CurationConfig, coverage: dict[str, dict[str, int]], stratifi
     return notes
 
 
-def curate(config: CurationConfig, data_dir: str | Path) -> dict[str, Any]:
+def curate(config: CurationConfig, data_dir: str | Path, config_hash: str | None = None) -> dict[str, Any]:
     """Generate the seed sets, curate them (or the user's files that replace them), and write the curated files.
 
     Args:
         config: the pipeline's settings.
         data_dir: the output folder (``<run_dir>/data``); the raw sets go to its ``raw/``.
+        config_hash: ``config.content_hash()`` when the caller has it already (it reads every user file).
 
     Returns:
         The curation report (also written to ``curation_report.json``, last). Besides each
@@ -280,7 +281,7 @@ def curate(config: CurationConfig, data_dir: str | Path) -> dict[str, Any]:
 
     report = {
         "format_version": FORMAT_VERSION,
-        "config_hash": config.content_hash(),
+        "config_hash": config_hash or config.content_hash(),
         "config": asdict(config),
         "sources": {name: config.user_data.get(name, "seed") for name in USER_SETS},
         "seeds": seeds.summary(),
@@ -341,8 +342,9 @@ def build_curated_data(run_dir: str | Path, config: CurationConfig | None = None
     data_dir = Path(run_dir) / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(data_dir / ".curation.lock")):
-        if force or _built_hash(data_dir) != config.content_hash():
-            curate(config, data_dir)
+        digest = config.content_hash()
+        if force or _built_hash(data_dir) != digest:
+            curate(config, data_dir, config_hash=digest)
     return _paths(data_dir)
 
 

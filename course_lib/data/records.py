@@ -15,6 +15,11 @@ def messages_of(record: dict[str, Any]) -> list[dict[str, str]]:
     return [m for name in MESSAGE_FIELDS if record.get(name) for m in record[name]]
 
 
+def clean_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The messages with only ``role`` and ``content`` (what the export formats accept)."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
 def record_text(record: dict[str, Any]) -> str:
     """All message contents of a record joined by newlines (what dedup compares)."""
     return "\n".join(m["content"] for m in messages_of(record))

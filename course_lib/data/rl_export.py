@@ -45,6 +45,8 @@ from ..atomic import atomic_path, atomic_write_jsonl, atomic_write_text
 from ..errors import DataError, MissingArtifactError
 from .io import iter_records
 from .pipeline import OUTPUT_FILES
+from .records import clean_messages
+from .schema import has_reference
 
 DATA_SOURCE_PREFIX = "course_lib/"
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
@@ -62,10 +64,6 @@ __all__ = ["compute_score", "reward_func"]
 """
 
 
-def _messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
-
-
 def to_verl_row(record: dict[str, Any], split: str, index: int) -> dict[str, Any]:
     """One prompt or preference record as a row of verl's RL dataset (its prompt only).
 
@@ -74,10 +72,10 @@ def to_verl_row(record: dict[str, Any], split: str, index: int) -> dict[str, Any
         split: ``train`` or ``val``, kept in ``extra_info``.
         index: the row's position, kept in ``extra_info`` (verl reads it as the sample index).
     """
-    rule = bool(record["reference"])  # a user's own record may carry none: a reward model must score it
+    rule = has_reference(record)  # a user's own record may carry none: a reward model must score it
     return {
         "data_source": DATA_SOURCE_PREFIX + record["domain"],
-        "prompt": _messages(record["prompt"]),
+        "prompt": clean_messages(record["prompt"]),
         "ability": record["domain"],
         "reward_model": {"style": "rule" if rule else "model", "ground_truth": record["reference"]},
         "extra_info": {"split": split, "index": index, "id": record["id"], "domain": record["domain"]},
@@ -87,7 +85,7 @@ def to_verl_row(record: dict[str, Any], split: str, index: int) -> dict[str, Any
 def to_openrlhf_prompt(record: dict[str, Any]) -> dict[str, Any]:
     """One prompt or preference record as an OpenRLHF PPO prompt, its gold-judge reference in ``label``."""
     return {
-        "prompt": _messages(record["prompt"]),
+        "prompt": clean_messages(record["prompt"]),
         "label": json.dumps({"domain": record["domain"], "reference": record["reference"]}),
         "datasource": DATA_SOURCE_PREFIX + record["domain"],
         "id": record["id"],
@@ -97,9 +95,9 @@ def to_openrlhf_prompt(record: dict[str, Any]) -> dict[str, Any]:
 def to_openrlhf_pair(record: dict[str, Any]) -> dict[str, Any]:
     """One preference record as an OpenRLHF reward-model / DPO pair."""
     return {
-        "prompt": _messages(record["prompt"]),
-        "chosen": _messages(record["chosen"]),
-        "rejected": _messages(record["rejected"]),
+        "prompt": clean_messages(record["prompt"]),
+        "chosen": clean_messages(record["chosen"]),
+        "rejected": clean_messages(record["rejected"]),
         "id": record["id"],
         "domain": record["domain"],
     }
