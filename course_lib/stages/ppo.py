@@ -39,7 +39,7 @@ from ..rl.core import (
 )
 from ..rl.rollout import RolloutBatch, sample_rollouts, token_logprobs, token_values
 from .base import (
-    MARKER, ComputeLedger, RunContext, StageResult, completed, finish_stage, load_stage_metrics, resumable_checkpoint,
+    ComputeLedger, RunContext, StageResult, completed, finish_stage, load_stage_metrics, reopen_stage,
     stage_hash,
 )
 from .policy import before_and_after, gold_prompts, save_policy
@@ -404,8 +404,7 @@ def run_ppo(cfg: PPOStageConfig, run: RunContext, callbacks: list[Callable[[dict
     digest = stage_hash(cfg, run.profile, ppo_inputs(cfg, run))
     if completed(out, digest):
         return StageResult(STAGE, out, load_stage_metrics(out), skipped=True)
-    (out / MARKER).unlink(missing_ok=True)
-    checkpoint = resumable_checkpoint(out / "checkpoints", digest, cfg.resume)
+    checkpoint = reopen_stage(out, out / "checkpoints", digest, cfg.resume, run.profile)
     trainer = make_ppo_trainer(cfg, run, callbacks)
     trainer.train(resume_from=checkpoint)
     return finish_ppo(trainer, cfg, run)
