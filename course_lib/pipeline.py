@@ -65,9 +65,6 @@ PIPELINES_DIR = Path(__file__).resolve().parent / "pipelines"
 TOP_LEVEL = {"seed", "preferences", "evaluation", "stages", "ablations", "description"}
 PREFERENCE_STAGES_FIELD = "train_file"
 """The config field through which a stage reads preference pairs (set from ``preferences``)."""
-MULTI_PROCESS_STAGES = ("sft", "reward", "dpo")
-"""Stages that run under a multi-process ``accelerate launch``: every process trains, the main one
-measures and writes (docs/scaling.md). The others, the kit's PPO among them, run in one process."""
 
 
 @dataclass
@@ -399,12 +396,13 @@ def check_processes(pipeline: Pipeline, names: list[str]) -> None:
     """
     if world_size() == 1:
         return
+    several = [name for name, spec in STAGES.items() if spec.multi_process]
     for name in names:
         for stage in pipeline.ablations[name]:
-            if stage not in MULTI_PROCESS_STAGES:
+            if not STAGES[stage].multi_process:
                 raise ConfigError(
                     f"the {stage} stage (ablation {name!r}) runs in one process, and this launch started "
-                    f"{world_size()}; only {', '.join(MULTI_PROCESS_STAGES)} train under several. Launch with "
+                    f"{world_size()}; only {', '.join(several)} train under several. Launch with "
                     "--num_processes 1, or pick ablations without it (--ablation)", file=pipeline.source, key=f"stages.{stage}")
 
 

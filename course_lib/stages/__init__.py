@@ -36,6 +36,8 @@ class StageSpec:
         policy: True when it produces a policy (``<stage>/merged``) a later stage can start from.
         needs: stages that must come before it in an ablation.
         start_field: the config field naming the policy stage it starts from (None: always the SFT model).
+        multi_process: True when it runs under a multi-process ``accelerate launch`` (every process
+            trains, the main one measures and writes; docs/scaling.md); the others run in one process.
     """
 
     run: Callable[..., StageResult]
@@ -44,6 +46,7 @@ class StageSpec:
     policy: bool = False
     needs: tuple[str, ...] = ()
     start_field: str | None = None
+    multi_process: bool = False
 
 
 STAGES: dict[str, StageSpec] = {}
@@ -51,7 +54,7 @@ STAGES: dict[str, StageSpec] = {}
 
 def register_stage(name: str, run: Callable[..., StageResult], config_class: type, *,
                    inputs: Callable[[Any, RunContext], dict[str, Path]], policy: bool = False,
-                   needs: tuple[str, ...] = (), start_field: str | None = None) -> None:
+                   needs: tuple[str, ...] = (), start_field: str | None = None, multi_process: bool = False) -> None:
     """Add a stage to the registry; the pipeline can then run it by name.
 
     Args:
@@ -62,16 +65,18 @@ def register_stage(name: str, run: Callable[..., StageResult], config_class: typ
         policy: whether it writes a policy (``<stage>/merged``) later stages may start from.
         needs: stages that must come before it in an ablation (``("sft", "reward")`` for PPO).
         start_field: its config field naming the policy stage to start from, if it has one.
+        multi_process: whether it runs under several processes (see :class:`StageSpec`).
     """
     if name in STAGES:
         raise ValueError(f"stage {name!r} is already registered")
-    STAGES[name] = StageSpec(run, config_class, inputs, policy, needs, start_field)
+    STAGES[name] = StageSpec(run, config_class, inputs, policy, needs, start_field, multi_process)
 
 
-register_stage("sft", run_sft, SFTStageConfig, inputs=lambda cfg, run: sft_inputs(run), policy=True)
-register_stage("reward", run_reward, RewardStageConfig, inputs=reward_inputs, needs=("sft",))
+register_stage("sft", run_sft, SFTStageConfig, inputs=lambda cfg, run: sft_inputs(run), policy=True, multi_process=True)
+register_stage("reward", run_reward, RewardStageConfig, inputs=reward_inputs, needs=("sft",), multi_process=True)
 register_stage("ppo", run_ppo, PPOStageConfig, inputs=ppo_inputs, policy=True, needs=("sft", "reward"))
-register_stage("dpo", run_dpo, DPOStageConfig, inputs=dpo_inputs, policy=True, needs=("sft",), start_field="start_from")
+register_stage("dpo", run_dpo, DPOStageConfig, inputs=dpo_inputs, policy=True, needs=("sft",), start_field="start_from",
+               multi_process=True)
 # TRL's GRPO, added as any new stage is: nothing in course_lib.pipeline names it.
 register_stage("grpo", run_grpo, GRPOStageConfig, inputs=grpo_inputs, policy=True, needs=("sft", "reward"),
                start_field="start_from")
