@@ -220,9 +220,10 @@ def run_track(cfg: TrackConfig, log=print) -> dict[str, Any]:
                 source, str(output), parameters=params, cwd=str(cfg.notebooks_dir.resolve().parent),
                 kernel_name="python3", progress_bar=sys.stderr.isatty(), execution_timeout=cfg.cell_timeout,
                 request_save_on_cell_execute=True,
-                # The kernel's own log only warns that localhost TCP is unencrypted, once per notebook;
-                # cells' warnings and errors still reach the executed notebook.
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                # The kernel's own log is noise here: a warning that localhost TCP is unencrypted, and, when
+                # jupyter_client's SIGINT-before-shutdown lands inside a message handler, an ERROR line
+                # "KeyboardInterrupt caught in kernel". Cells' warnings and errors still reach the notebook.
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
         except papermill.PapermillExecutionError as exc:
             state["notebooks"][notebook.stem].update(status="failed", seconds=round(time.time() - started, 1))
