@@ -12,6 +12,7 @@ calibration curve. Writes ``runs/<name>/reward/member_<i>/`` (adapters) and
 """
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -205,7 +206,7 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
         MissingArtifactError: no SFT model (notebook 02) or no preference data (notebook 01).
     """
     from datasets import Dataset
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardConfig
 
     profile = run.profile
     sft_dir = run.artifact("sft", "merged", SFT_PRODUCER)
@@ -219,11 +220,12 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
         max_length=profile.model.max_seq_length,
         center_rewards_coefficient=0.01,
         include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )
     train = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
     # The head is new, so transformers reports score.weight as missing: expected, and said once in notebook 03.
     model = load_model(profile, str(sft_dir), num_labels=1)
-    trainer = RewardTrainer(
+    trainer = length_grouped_reward_trainer()(
         model=model, args=args, train_dataset=train, processing_class=load_tokenizer(profile, str(sft_dir)),
         peft_config=lora_config(profile, task_type="SEQ_CLS") if profile.lora.enabled else None, callbacks=callbacks,
     )
@@ -231,6 +233,31 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
     if profile.quantization.load_in_4bit and device == "cpu":
         _head_in_float32(trainer.model)
     return attach_kit_callbacks(trainer, ComputeLedger(device=device), progress)
+
+
+@functools.cache
+def length_grouped_reward_trainer():
+    """TRL's ``RewardTrainer``, able to batch pairs of similar length.
+
+    ``train_sampling_strategy="group_by_length"`` looks for one ``input_ids`` column, and a pair has
+    two (``chosen_ids``, ``rejected_ids``), so this subclass hands transformers' own
+    ``LengthGroupedSampler`` the longer side of each pair. Random batches of the curated pairs are
+    about half padding; grouped ones under a fifth, so each step computes about 1.7x fewer tokens.
+    Built on first use, so importing the kit does not import TRL.
+    """
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    from trl import RewardTrainer
+
+    class LengthGroupedRewardTrainer(RewardTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(dataset)
+            lengths = [max(len(c), len(r)) for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"])]
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=lengths)
+
+    return LengthGroupedRewardTrainer
 
 
 def _head_in_float32(model) -> None:
