@@ -34,6 +34,7 @@ class LabelCurveConfig:
         max_steps: optimizer steps of each reward model.
         ensemble_size: reward models per point (the uncertainty strategy needs >= 2).
         annotator_noise: probability that the simulated annotator answers at random.
+        candidates: unlabeled pairs the ensemble scores before each round, drawn at random.
     """
 
     label_counts: tuple[int, ...] = field(default=(30, 60, 120), metadata={"help": "labels at each curve point"})
@@ -43,6 +44,8 @@ class LabelCurveConfig:
     ensemble_size: int = field(default=2, metadata={"help": "reward models per point"})
     annotator_noise: float = field(default=0.1, metadata={"help": "simulated annotator's random-answer rate"})
     batch_size: int = field(default=8, metadata={"help": "preference pairs per step (few labels need small batches)"})
+    candidates: int = field(default=240, metadata={"help": "unlabeled pairs scored per round, a random draw from the pool "
+                                                           "(scoring all of it costs more than training); 0 = all"})
 
     def __post_init__(self) -> None:
         counts = list(self.label_counts)
@@ -52,6 +55,8 @@ class LabelCurveConfig:
             raise ConfigError("the uncertainty strategy needs ensemble_size >= 2", key="ensemble_size")
         if not self.seeds:
             raise ConfigError("expected at least one seed", key="seeds")
+        if self.candidates < 0:
+            raise ConfigError(f"expected candidates >= 0 (0 scores the whole pool), got {self.candidates}", key="candidates")
 
 
 def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress: bool = True) -> dict[str, Any]:
@@ -102,16 +107,23 @@ def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress: boo
             members, accuracies = first_members, [first_accuracy]
             for round_index, count in enumerate(cfg.label_counts[1:], start=1):
                 labeled_ids = {pool[i]["id"] for i in chosen}
-                scores = None
-                if strategy != "random":
-                    # Margins r(A) - r(B) of every pool pair under each member of the last ensemble.
+                if strategy == "random":
+                    new = select_next(pool, count - len(chosen), strategy, seed=seed + round_index, exclude=labeled_ids)
+                else:
+                    unlabeled = [i for i, p in enumerate(pool) if p["id"] not in labeled_ids]
+                    draw = np.random.default_rng([seed, round_index])
+                    size = max(cfg.candidates, count - len(chosen))  # never fewer than the labels wanted
+                    candidates = (sorted(draw.choice(unlabeled, size, replace=False).tolist())
+                                  if 0 < cfg.candidates and size < len(unlabeled) else unlabeled)
+                    shown = [pool[i] for i in candidates]
+                    # Margins r(A) - r(B) of each candidate under each member of the last ensemble.
                     scores = np.stack([
-                        score_conversations(m, tok, [p["prompt"] + p["response_a"] for p in pool], max_length)
-                        - score_conversations(m, tok, [p["prompt"] + p["response_b"] for p in pool], max_length)
+                        score_conversations(m, tok, [p["prompt"] + p["response_a"] for p in shown], max_length)
+                        - score_conversations(m, tok, [p["prompt"] + p["response_b"] for p in shown], max_length)
                         for m in members
-                    ])  # (ensemble, pool)
-                new = select_next(pool, count - len(chosen), strategy, scores=scores, seed=seed + round_index,
-                                  exclude=labeled_ids)
+                    ])  # (ensemble, candidates)
+                    picked = select_next(shown, count - len(chosen), strategy, scores=scores, seed=seed + round_index)
+                    new = [candidates[j] for j in picked]
                 chosen.extend(new)
                 labels.extend(annotator.label(pool[i]) for i in new)
                 members, accuracy = fit_and_score(pool, chosen, labels, seed)
