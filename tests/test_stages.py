@@ -248,6 +248,46 @@ def test_label_efficiency_curve_shares_its_first_point_across_strategies(trained
         LabelCurveConfig(label_counts=(12, 6))
 
 
+def test_reward_batches_group_pairs_of_similar_length(trained_run, tmp_path):
+    """group_by_length batches pairs by their longer side, with far less padding than random batches."""
+    from torch.utils.data import RandomSampler
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    def padding_share(trainer):
+        padded = real = 0
+        for batch in trainer.get_train_dataloader():
+            padded += batch["attention_mask"].numel()
+            real += int(batch["attention_mask"].sum())
+        return 1 - real / padded
+
+    shares = {}
+    for grouped in (True, False):
+        cfg = RewardStageConfig(max_steps=1, batch_size=4, group_by_length=grouped, progress=False)
+        trainer = make_reward_trainer(cfg, trained_run, output_dir=tmp_path / str(grouped))
+        sampler = trainer._get_train_sampler()
+        assert isinstance(sampler, LengthGroupedSampler if grouped else RandomSampler)
+        shares[grouped] = padding_share(trainer)
+    assert shares[True] < 0.75 * shares[False], shares
+
+
+def test_label_efficiency_curve_scores_a_random_draw_of_candidates(trained_run, monkeypatch):
+    """The uncertainty rounds score ``candidates`` unlabeled pairs (at least the labels wanted), not the pool."""
+    import course_lib.stages.reward_active as active
+    from course_lib.stages.reward_active import LabelCurveConfig, label_efficiency_curve
+
+    scored = []
+    real = active.score_conversations
+    monkeypatch.setattr(active, "score_conversations", lambda m, tok, convs, n: scored.append(len(convs)) or real(m, tok, convs, n))
+    cfg = LabelCurveConfig(label_counts=(4, 8, 10), strategies=("uncertainty",), seeds=(0,), max_steps=1, batch_size=4,
+                           candidates=3)
+    curve = label_efficiency_curve(trained_run, cfg, progress=False)
+    # 2 rounds x 2 members x 2 sides; round 1 wants 4 labels (more than 3 candidates), round 2 wants 2.
+    assert scored == [4] * 4 + [3] * 4
+    assert len(curve["curves"]["uncertainty"]["per_seed"][0]) == 3
+    with pytest.raises(ConfigError, match="candidates"):
+        LabelCurveConfig(candidates=-1)
+
+
 def test_the_notebook_path_and_the_cached_path_write_the_same_stage(tmp_path, small_data):
     """make_sft_trainer + train() + finish_sft (notebook 02) leaves what run_sft would: run_sft then skips."""
     run = new_run(tmp_path, small_data)
