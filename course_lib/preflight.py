@@ -22,8 +22,6 @@ NATIVE_BF16_CAPABILITY = (8, 0)
 """bf16 runs natively from Ampere (compute capability 8.0) on; ``torch.cuda.is_bf16_supported()``
 can say True below that by emulating it, slowly."""
 HUB_URL = "https://huggingface.co"
-KNOWN_PARAMETERS = {"Qwen/Qwen2.5-0.5B-Instruct": 494_000_000}
-"""Parameter counts of the shipped profiles' hub models, for the memory estimate when offline."""
 
 
 @dataclass
@@ -166,22 +164,30 @@ def _cc(gpu: GPUFacts) -> str:
     return f"{gpu.capability[0]}.{gpu.capability[1]}"
 
 
-def estimated_memory_gb(profile: Profile, parameters: int | None) -> float | None:
-    """A rough GPU memory need: the weights at their storage size plus 2 GB for activations, LoRA,
-    optimizer state and the CUDA context (the memory planner of the performance issue will refine it)."""
-    if parameters is None:
+def estimated_memory_gb(profile: Profile) -> tuple[float, str] | None:
+    """The GPU memory the profile's most demanding stage needs, by the memory planner, with its safety margin.
+
+    Returns:
+        ``(GiB, stage)``, or None when the planner cannot size the model offline (a hub id neither
+        known nor cached).
+    """
+    from .errors import ConfigError
+    from .memory import STAGES, MemoryPlanConfig, plan_memory
+
+    try:
+        plans = [plan_memory(profile, config=MemoryPlanConfig(stage=stage, device="cuda")) for stage in STAGES]
+    except ConfigError:
         return None
-    bytes_per_weight = 0.55 if profile.quantization.load_in_4bit else 2.0
-    return round(parameters * bytes_per_weight / 2**30 + 2.0, 1)
+    largest = max(plans, key=lambda plan: plan.needed_gib())
+    return round(largest.needed_gib(), 1), largest.stage
 
 
-def verdict(profile: Profile, facts: MachineFacts, parameters: int | None = None) -> dict[str, Any]:
+def verdict(profile: Profile, facts: MachineFacts) -> dict[str, Any]:
     """Whether ``profile`` runs on the machine ``facts`` describes.
 
     Args:
         profile: the profile.
         facts: the machine.
-        parameters: the model's parameter count (None: looked up for the shipped hub models).
 
     Returns:
         ``{"profile", "verdict": "fits" | "fits with changes" | "does not fit", "reasons": [...],
@@ -207,10 +213,11 @@ def verdict(profile: Profile, facts: MachineFacts, parameters: int | None = None
         gpu = facts.gpus[0]
         if profile.quantization.load_in_4bit and not facts.bnb_4bit:
             changes.append(f"quantization.load_in_4bit: false (bitsandbytes 4-bit does not work here: {facts.bnb_4bit_error})")
-        need = estimated_memory_gb(profile, parameters or KNOWN_PARAMETERS.get(profile.model.name))
-        if need is not None and need > gpu.free_gb:
+        need = estimated_memory_gb(profile)
+        if need is not None and need[0] > gpu.free_gb:
             blocked = True
-            reasons.append(f"about {need} GB of GPU memory needed, {gpu.free_gb} GB free on {gpu.name}")
+            reasons.append(f"about {need[0]} GB of GPU memory needed (its {need[1]} stage, by the memory planner), "
+                           f"{gpu.free_gb} GB free on {gpu.name}")
         for key in ("dtype", "compute_dtype"):
             pinned = profile.model.dtype if key == "dtype" else profile.quantization.compute_dtype
             if pinned == "bfloat16" and not gpu.native_bf16:

@@ -49,6 +49,7 @@ def run_stages(model_dir: Path, work: Path, four_bit: bool, steps: int, device: 
     """Short SFT, reward and DPO stages on ``model_dir``; each stage's ledger."""
     from course_lib.config import load_profile
     from course_lib.data import ensure_curated_data
+    from course_lib.memory import plan_memory
     from course_lib.stages import (DPOStageConfig, RewardStageConfig, RunContext, SFTStageConfig, run_dpo, run_reward,
                                    run_sft)
 
@@ -70,7 +71,8 @@ def run_stages(model_dir: Path, work: Path, four_bit: bool, steps: int, device: 
         started = time.time()
         ledger = call().metrics["ledger"]
         ledger = ledger[0] if isinstance(ledger, list) else ledger
-        out[name] = {**ledger, "stage_seconds": round(time.time() - started, 1)}
+        planned = plan_memory(profile, name).total_bytes / 2**20  # the worst case: every sequence max_seq_length long
+        out[name] = {**ledger, "stage_seconds": round(time.time() - started, 1), "planned_mb": round(planned, 1)}
     return out
 
 
@@ -80,14 +82,18 @@ def write_markdown(path: Path, gpu: str, parameters: int, precision: dict, resul
               f"Measured by `scripts/gpu_check.py` on **{gpu}**, {time.strftime('%Y-%m-%d')}."),
              "", f"Model: a Llama of {parameters / 1e6:.0f}M parameters, random weights; precision {precision['dtype']} "
              f"({precision['reason']}). Peak memory is `torch.cuda.max_memory_allocated` on GPU, the process's RSS on CPU.", "",
-             "| stage | QLoRA peak MB | LoRA peak MB | QLoRA / LoRA memory | QLoRA tokens/s | LoRA tokens/s |",
-             "|---|---|---|---|---|---|"]
+             "| stage | QLoRA peak MB | LoRA peak MB | QLoRA / LoRA memory | QLoRA tokens/s | LoRA tokens/s "
+             "| QLoRA planned MB | LoRA planned MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for stage in ("sft", "reward", "dpo"):
         q, lo = results["qlora"][stage], results["lora"][stage]
         ratio = q["peak_memory_mb"] / lo["peak_memory_mb"] if lo["peak_memory_mb"] else float("nan")
         lines.append(f"| {stage} | {q['peak_memory_mb']:.0f} | {lo['peak_memory_mb']:.0f} | {ratio:.2f} | "
-                     f"{q['tokens_per_second'] or 0:.0f} | {lo['tokens_per_second'] or 0:.0f} |")
-    lines += ["", "The memory planner of the performance issue will add its predictions next to these figures.", ""]
+                     f"{q['tokens_per_second'] or 0:.0f} | {lo['tokens_per_second'] or 0:.0f} | "
+                     f"{q['planned_mb']:.0f} | {lo['planned_mb']:.0f} |")
+    lines += ["", "Planned: `course_lib.memory.plan_memory` for the same profile, the tensors' peak with every sequence at "
+              "`max_seq_length` (the curated data's are shorter, so the plan is an upper bound here). "
+              "[`memory_planner.md`](memory_planner.md) checks the planner on CPU with sequences of exactly that length.", ""]
     path.write_text("\n".join(lines))
 
 
