@@ -40,9 +40,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python benchmarks/run.py` finds benchmarks.report
-
-for _switch in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-    os.environ.setdefault(_switch, "1")  # the default run never touches the network
+OFFLINE_PROFILES = ("tiny-cpu",)
+"""Profiles whose model is built locally: their runs never touch the network (a hub profile downloads its model)."""
 
 
 @dataclass(frozen=True)
@@ -568,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-steps", type=int, default=FULL.reference_steps, help=argparse.SUPPRESS)
     parser.add_argument("--reference-data", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.profile in OFFLINE_PROFILES:  # before any Hugging Face library reads the switches
+        for switch in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            os.environ.setdefault(switch, "1")
     from course_lib.env import quiet_library_noise
 
     quiet_library_noise()

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from benchmarks.report import write_page  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
 STAGE_KEYS = {"tokens_per_second", "samples_per_second", "step_seconds", "mfu", "flops_per_token", "ledger"}
 LEDGER_KEYS = {"wall_seconds", "tokens", "peak_memory_mb", "estimated_flops", "parameters", "trainable_parameters"}
 
