@@ -154,7 +154,10 @@ def model_shape(model: Any) -> ModelShape:
         return shape_from_config(KNOWN_CONFIGS[name])
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(name, "config.json")  # reads the local cache only, never the network
+    try:
+        cached = try_to_load_from_cache(name, "config.json")  # reads the local cache only, never the network
+    except ValueError:  # not a valid hub id either
+        cached = None
     if isinstance(cached, str):
         return _shape_of_folder(Path(cached).parent)
     raise ConfigError(f"the memory planner cannot size {name!r}: it is not a local folder, not one of the shipped "
