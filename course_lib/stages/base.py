@@ -8,6 +8,7 @@ config, the input artifacts and the code version). Introduced in ``02_sft``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import threading
@@ -480,6 +481,32 @@ def common_training_args(profile: Profile, *, output_dir: Path, max_steps: int, 
         dataloader_num_workers=0,
         disable_tqdm=not progress,
     )
+
+
+@functools.cache
+def length_grouped(trainer_class):
+    """``trainer_class``, a TRL preference trainer, able to batch pairs of similar length.
+
+    ``train_sampling_strategy="group_by_length"`` looks for one ``input_ids`` column; a pair has
+    ``chosen_ids`` and ``rejected_ids`` (and DPO a separate ``prompt_ids``), so the subclass hands
+    transformers' own ``LengthGroupedSampler`` each pair's longest sequence. Random batches of the
+    curated pairs are about half padding, length-grouped ones under a fifth.
+    """
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class LengthGrouped(trainer_class):
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(dataset)
+            prompts = dataset["prompt_ids"] if "prompt_ids" in dataset.column_names else None
+            lengths = [max(len(c), len(r)) + (len(prompts[i]) if prompts is not None else 0)
+                       for i, (c, r) in enumerate(zip(dataset["chosen_ids"], dataset["rejected_ids"]))]
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=lengths)
+
+    LengthGrouped.__name__ = LengthGrouped.__qualname__ = f"LengthGrouped{trainer_class.__name__}"
+    return LengthGrouped
 
 
 def attach_kit_callbacks(trainer, ledger: ComputeLedger, progress: bool):

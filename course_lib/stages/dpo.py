@@ -22,7 +22,7 @@ from ..data import load_records
 from ..models import detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
 from .base import (
     ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, finish_stage, is_main_process,
-    ledger_of, result_of_main_process, run_cached_trl_stage, stage_hash, wait_for_everyone,
+    ledger_of, length_grouped, result_of_main_process, run_cached_trl_stage, stage_hash, wait_for_everyone,
 )
 from .dpo_config import DPOStageConfig
 from .lm_head import use_full_logits_on_cpu
@@ -65,6 +65,7 @@ def dpo_trainer_args(cfg: DPOStageConfig, profile, output_dir: Path) -> dict[str
         max_length=profile.model.max_seq_length,
         eval_strategy="no",
         include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )
 
 
@@ -88,7 +89,7 @@ def make_dpo_trainer(cfg: DPOStageConfig, run: RunContext, callbacks: list | Non
     profile = run.profile
     inputs = dpo_inputs(cfg, run)
     args = DPOConfig(**dpo_trainer_args(cfg, profile, run.stage_dir(STAGE) / "checkpoints"))
-    trainer = DPOTrainer(model=load_model(profile, str(inputs["policy"])), args=args, train_dataset=_pairs(inputs["train"]),
+    trainer = length_grouped(DPOTrainer)(model=load_model(profile, str(inputs["policy"])), args=args, train_dataset=_pairs(inputs["train"]),
                          eval_dataset=_pairs(inputs["val"]), processing_class=load_tokenizer(profile, str(inputs["policy"])),
                          peft_config=lora_config(profile), callbacks=callbacks)
     use_full_logits_on_cpu(trainer.model)

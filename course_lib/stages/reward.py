@@ -12,7 +12,6 @@ calibration curve. Writes ``runs/<name>/reward/member_<i>/`` (adapters) and
 """
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 import tempfile
@@ -31,7 +30,7 @@ from ..models import check_same_tokenizer, detect_device, load_model, load_token
 from ..stats import bootstrap_ci, ranked_correctly
 from .base import (
     ComputeLedger, RunContext, StageResult, attach_kit_callbacks, common_training_args, completed, checkpoint_step,
-    finish_stage, is_main_process, ledger_of, load_stage_metrics, reopen_stage, result_of_main_process,
+    finish_stage, is_main_process, ledger_of, length_grouped, load_stage_metrics, reopen_stage, result_of_main_process,
     resumable_checkpoint, stage_hash, wait_for_everyone,
 )
 from .reward_config import RewardStageConfig
@@ -206,7 +205,7 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
         MissingArtifactError: no SFT model (notebook 02) or no preference data (notebook 01).
     """
     from datasets import Dataset
-    from trl import RewardConfig
+    from trl import RewardConfig, RewardTrainer
 
     profile = run.profile
     sft_dir = run.artifact("sft", "merged", SFT_PRODUCER)
@@ -225,7 +224,7 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
     train = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
     # The head is new, so transformers reports score.weight as missing: expected, and said once in notebook 03.
     model = load_model(profile, str(sft_dir), num_labels=1)
-    trainer = length_grouped_reward_trainer()(
+    trainer = length_grouped(RewardTrainer)(  # random batches of these pairs are half padding
         model=model, args=args, train_dataset=train, processing_class=load_tokenizer(profile, str(sft_dir)),
         peft_config=lora_config(profile, task_type="SEQ_CLS") if profile.lora.enabled else None, callbacks=callbacks,
     )
@@ -233,31 +232,6 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
     if profile.quantization.load_in_4bit and device == "cpu":
         _head_in_float32(trainer.model)
     return attach_kit_callbacks(trainer, ComputeLedger(device=device), progress)
-
-
-@functools.cache
-def length_grouped_reward_trainer():
-    """TRL's ``RewardTrainer``, able to batch pairs of similar length.
-
-    ``train_sampling_strategy="group_by_length"`` looks for one ``input_ids`` column, and a pair has
-    two (``chosen_ids``, ``rejected_ids``), so this subclass hands transformers' own
-    ``LengthGroupedSampler`` the longer side of each pair. Random batches of the curated pairs are
-    about half padding; grouped ones under a fifth, so each step computes about 1.7x fewer tokens.
-    Built on first use, so importing the kit does not import TRL.
-    """
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-    from trl import RewardTrainer
-
-    class LengthGroupedRewardTrainer(RewardTrainer):
-        def _get_train_sampler(self, train_dataset=None):
-            dataset = self.train_dataset if train_dataset is None else train_dataset
-            if self.args.train_sampling_strategy != "group_by_length":
-                return super()._get_train_sampler(dataset)
-            lengths = [max(len(c), len(r)) for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"])]
-            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                        lengths=lengths)
-
-    return LengthGroupedRewardTrainer
 
 
 def _head_in_float32(model) -> None:
