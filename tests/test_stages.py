@@ -248,10 +248,13 @@ def test_label_efficiency_curve_shares_its_first_point_across_strategies(trained
         LabelCurveConfig(label_counts=(12, 6))
 
 
-def test_reward_batches_group_pairs_of_similar_length(trained_run, tmp_path):
-    """group_by_length batches pairs by their longer side, with far less padding than random batches."""
+@pytest.mark.parametrize("stage", ["reward", "dpo"])
+def test_preference_batches_group_pairs_of_similar_length(trained_run, tmp_path, stage):
+    """group_by_length batches pairs by their longest sequence, with far less padding than random batches."""
     from torch.utils.data import RandomSampler
     from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from course_lib.stages import DPOStageConfig, make_dpo_trainer
 
     def padding_share(trainer):
         padded = real = 0
@@ -262,11 +265,17 @@ def test_reward_batches_group_pairs_of_similar_length(trained_run, tmp_path):
 
     shares = {}
     for grouped in (True, False):
-        cfg = RewardStageConfig(max_steps=1, batch_size=4, group_by_length=grouped, progress=False)
-        trainer = make_reward_trainer(cfg, trained_run, output_dir=tmp_path / str(grouped))
+        if stage == "reward":
+            cfg = RewardStageConfig(max_steps=1, batch_size=4, group_by_length=grouped, progress=False)
+            trainer = make_reward_trainer(cfg, trained_run, output_dir=tmp_path / str(grouped))
+        else:
+            cfg = DPOStageConfig(max_steps=1, batch_size=4, group_by_length=grouped, progress=False)
+            trainer = make_dpo_trainer(cfg, trained_run.variant(f"grouped-{grouped}"))
         sampler = trainer._get_train_sampler()
         assert isinstance(sampler, LengthGroupedSampler if grouped else RandomSampler)
         shares[grouped] = padding_share(trainer)
+        if stage == "dpo":  # finish_dpo evaluates the held-out pairs through the same kind of sampler
+            assert sum(len(b["input_ids"]) for b in trainer.get_eval_dataloader()) == 2 * len(trainer.eval_dataset)
     assert shares[True] < 0.75 * shares[False], shares
 
 

@@ -489,21 +489,32 @@ def length_grouped(trainer_class):
 
     ``train_sampling_strategy="group_by_length"`` looks for one ``input_ids`` column; a pair has
     ``chosen_ids`` and ``rejected_ids`` (and DPO a separate ``prompt_ids``), so the subclass hands
-    transformers' own ``LengthGroupedSampler`` each pair's longest sequence. Random batches of the
-    curated pairs are about half padding, length-grouped ones under a fifth.
+    transformers' own ``LengthGroupedSampler`` each pair's longest sequence, for training and for
+    evaluation. Random batches of the curated pairs are about half padding, length-grouped ones
+    under a fifth.
     """
+    import torch
     from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    def pair_lengths(dataset) -> list[int]:
+        prompts = dataset["prompt_ids"] if "prompt_ids" in dataset.column_names else None
+        return [max(len(c), len(r)) + (len(prompts[i]) if prompts is not None else 0)
+                for i, (c, r) in enumerate(zip(dataset["chosen_ids"], dataset["rejected_ids"]))]
 
     class LengthGrouped(trainer_class):
         def _get_train_sampler(self, train_dataset=None):
             dataset = self.train_dataset if train_dataset is None else train_dataset
             if self.args.train_sampling_strategy != "group_by_length":
                 return super()._get_train_sampler(dataset)
-            prompts = dataset["prompt_ids"] if "prompt_ids" in dataset.column_names else None
-            lengths = [max(len(c), len(r)) + (len(prompts[i]) if prompts is not None else 0)
-                       for i, (c, r) in enumerate(zip(dataset["chosen_ids"], dataset["rejected_ids"]))]
             return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                        lengths=lengths)
+                                        lengths=pair_lengths(dataset))
+
+        def _get_eval_sampler(self, eval_dataset):
+            if self.args.train_sampling_strategy != "group_by_length" or eval_dataset is None:
+                return super()._get_eval_sampler(eval_dataset)
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return LengthGroupedSampler(self.args.eval_batch_size, lengths=pair_lengths(eval_dataset),
+                                        generator=torch.Generator().manual_seed(seed))
 
     LengthGrouped.__name__ = LengthGrouped.__qualname__ = f"LengthGrouped{trainer_class.__name__}"
     return LengthGrouped
