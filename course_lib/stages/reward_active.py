@@ -89,7 +89,9 @@ def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress: boo
         rows = list(labels_to_preferences([pool[i] for i in chosen], labels))
         members = []
         for m in range(cfg.ensemble_size):
-            members.append(train_reward_model(stage_cfg, run, rows, seed * 100 + m)[0])
+            model = train_reward_model(stage_cfg, run, rows, seed * 100 + m)[0]
+            # Only scored from here on: the adapter folded into the weights scores the same, without LoRA's extra matmuls.
+            members.append(model.merge_and_unload() if hasattr(model, "merge_and_unload") else model)
             bar.update()
         margin = np.mean([pair_margins(m, tok, val_rows, max_length) for m in members], axis=0)
         return members, float(ranked_correctly(margin, gold).mean())
