@@ -9,7 +9,7 @@ gradients, optimizer state and activations at once). The measured peak is ``VmHW
 baseline: everything the stage added, read exactly by the kernel, not sampled. The sequences are
 built to be exactly ``seq_length`` tokens, the planner's worst case, so both count the same thing.
 
-    flock /work/scratch/cpu.lock .venv/bin/python benchmarks/memory_planner.py
+    .venv/bin/python benchmarks/memory_planner.py
 
 writes ``docs/results/memory_planner.json`` and ``docs/memory_planner.md``. Linux only (``/proc``).
 """
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"{name:10s} {stage:7s} predicted {row['predicted_mib']:7.0f} MiB  measured {row['measured_mib']:7.0f} MiB"
                       f"  {row['error']:+.0%}  ({got['seconds']} s)", flush=True)
-    results = {"command": "flock /work/scratch/cpu.lock .venv/bin/python benchmarks/memory_planner.py",
+    results = {"command": ".venv/bin/python benchmarks/memory_planner.py",
                "machine": machine(), "wall_seconds": round(time.time() - started, 1), "tolerance": TOLERANCE,
                "rows": rows, "discussion": DISCUSSION}
     if opts.cases == list(CASES) and opts.stages == list(STAGES):
