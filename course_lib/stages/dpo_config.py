@@ -26,7 +26,8 @@ class DPOStageConfig:
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; None = the profile's budgets.dpo", "min": 1})
     learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate; None = a tenth of the profile's", "above": 0, "below": 1})
     batch_size: int | None = field(default=None, metadata={"help": "preference pairs per device per step; None = the profile's", "min": 1})
-    group_by_length: bool = field(default=True, metadata={"help": "batch pairs of similar length (random batches of the curated pairs are half padding)"})
+    group_by_length: bool = field(default=False, metadata={"help": "batch pairs of similar length: 2.4x faster steps here, but batches "
+                                                                   "of one domain at a time lost DPO's gold gain on tiny-cpu"})
     beta: float = field(default=0.1, metadata={"help": "strength of the pull towards the reference (higher: stays closer)", "above": 0})
     loss_type: str = field(default="sigmoid", metadata={"help": f"DPO loss: one of {', '.join(LOSS_TYPES)}"})
     sft_weight: float = field(default=0.0, metadata={"help": "weight of an added SFT loss on the chosen replies (RPO); 0 = off", "min": 0})
