@@ -164,7 +164,7 @@ def _cc(gpu: GPUFacts) -> str:
     return f"{gpu.capability[0]}.{gpu.capability[1]}"
 
 
-def estimated_memory_gb(profile: Profile) -> tuple[float, str] | None:
+def most_demanding_stage(profile: Profile) -> tuple[float, str] | None:
     """The GPU memory the profile's most demanding stage needs, by the memory planner, with its safety margin.
 
     Returns:
@@ -213,10 +213,11 @@ def verdict(profile: Profile, facts: MachineFacts) -> dict[str, Any]:
         gpu = facts.gpus[0]
         if profile.quantization.load_in_4bit and not facts.bnb_4bit:
             changes.append(f"quantization.load_in_4bit: false (bitsandbytes 4-bit does not work here: {facts.bnb_4bit_error})")
-        need = estimated_memory_gb(profile)
+        need = most_demanding_stage(profile)
         if need is not None and need[0] > gpu.free_gb:
+            gib, stage = need
             blocked = True
-            reasons.append(f"about {need[0]} GB of GPU memory needed (its {need[1]} stage, by the memory planner), "
+            reasons.append(f"about {gib} GB of GPU memory needed (its {stage} stage, by the memory planner), "
                            f"{gpu.free_gb} GB free on {gpu.name}")
         for key in ("dtype", "compute_dtype"):
             pinned = profile.model.dtype if key == "dtype" else profile.quantization.compute_dtype
