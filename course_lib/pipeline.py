@@ -57,8 +57,8 @@ from .errors import ConfigError, CourseLibError, MissingArtifactError
 from .fingerprint import digest_json, files_digest
 from .stages import STAGES, RunContext, StageResult
 from .stages.base import (
-    MARKER, code_version, completed, is_main_process, join_processes, stage_hash, stage_ledger, wait_for_everyone,
-    world_size,
+    MARKER, code_version, completed, is_main_process, join_processes, leave_processes, stage_hash, stage_ledger,
+    wait_for_everyone, world_size,
 )
 
 PIPELINES_DIR = Path(__file__).resolve().parent / "pipelines"
@@ -563,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         if is_main_process():
             print(f"error: {exc}", file=sys.stderr)
         return 2
+    leave_processes()  # every process has the summary; the group ends before any of them exits
     if not is_main_process():
         return 0
     print()

@@ -157,6 +157,9 @@ dist.all_reduce(total)
 # One file per process: their prints would interleave on the shared stdout.
 Path(sys.argv[1], f"rank_{state.process_index}.txt").write_text(
     f"{state.num_processes} {state.distributed_type.value} {dist.get_backend()} {total.item():.0f}")
+# Both finish the collective before either exits; an early exit can abort the other mid-way.
+dist.barrier()
+dist.destroy_process_group()
 """
 
 

@@ -210,6 +210,21 @@ def wait_for_everyone() -> None:
         dist.barrier()
 
 
+def leave_processes() -> None:
+    """End a multi-process launch's group together, before the processes exit; nothing in one process.
+
+    A process that exits while the group is up can take down one still finishing a collective
+    (gloo aborts it with "terminate called without an active exception"): all meet, then the group
+    is destroyed in each process.
+    """
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
 def result_of_main_process(stage: str, stage_dir: Path) -> StageResult:
     """On a process other than the main one: wait until the main process has finished the stage
     folder (it calls :func:`wait_for_everyone` after :func:`finish_stage`), then read its metrics."""
