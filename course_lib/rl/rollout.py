@@ -50,14 +50,22 @@ class RolloutBatch:
         return torch.cat([self.prompt_mask, self.response_mask], dim=1)  # (batch, P + T)
 
     def select(self, rows: torch.Tensor | Sequence[int]) -> "RolloutBatch":
-        """The sub-batch of ``rows`` (a minibatch), extras included."""
+        """The sub-batch of ``rows`` (a minibatch), extras included.
+
+        Columns that are padding in every selected row are dropped (the longest prompt and reply
+        among them set the width), so a minibatch of short replies costs only their length.
+        """
         index = torch.as_tensor(rows)
         keep = index.tolist()
+        prompt_mask, response_mask = self.prompt_mask[index], self.response_mask[index]
+        first = int(prompt_mask.any(dim=0).float().argmax())  # first prompt column with a real token (left padding)
+        width = max(1, int(response_mask.any(dim=0).sum()))  # responses are right-padded: their longest, at least one
         return RolloutBatch(
             prompts=[self.prompts[i] for i in keep], records=[self.records[i] for i in keep],
-            prompt_ids=self.prompt_ids[index], prompt_mask=self.prompt_mask[index],
-            response_ids=self.response_ids[index], response_mask=self.response_mask[index], ended=self.ended[index],
-            texts=[self.texts[i] for i in keep], extras={k: v[index] for k, v in self.extras.items()},
+            prompt_ids=self.prompt_ids[index, first:], prompt_mask=prompt_mask[:, first:],
+            response_ids=self.response_ids[index, :width], response_mask=response_mask[:, :width],
+            ended=self.ended[index], texts=[self.texts[i] for i in keep],
+            extras={k: v[index, :width] for k, v in self.extras.items()},
         )
 
 
@@ -142,9 +150,11 @@ def token_logprobs(model, batch: RolloutBatch, temperature: float = 1.0,
         ``(logprobs, entropy)``; ``entropy`` (per position, ``(batch, T)``) only when asked for.
     """
     ids, mask = batch.input_ids, batch.attention_mask
-    prompt_len = batch.prompt_ids.shape[1]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits  # (batch, P+T, vocab)
-    logits = logits[:, prompt_len - 1:-1].float() / temperature  # (batch, T, vocab): predicts each response token
+    length = batch.response_ids.shape[1]
+    # Only the last T + 1 positions go through the LM head: the prompt's logits would be thrown away.
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
+                   logits_to_keep=length + 1).logits  # (batch, T + 1, vocab)
+    logits = logits[:, :-1].float() / temperature  # (batch, T, vocab): position P - 1 + t predicts response token t
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
     entropy = entropy_from_logits(logits) if with_entropy else None
     return logprobs, entropy
@@ -159,9 +169,9 @@ def token_values(value_model, batch: RolloutBatch) -> torch.Tensor:
     base = value_model.get_base_model() if hasattr(value_model, "get_base_model") else value_model
     ids, mask = batch.input_ids, batch.attention_mask
     hidden = base.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).last_hidden_state
-    values = base.score(hidden).squeeze(-1)  # (batch, P + T)
     prompt_len = batch.prompt_ids.shape[1]
-    return values[:, prompt_len - 1:-1].float()  # (batch, T): the value before each response token
+    # The head reads the positions before each response token only: (batch, T, hidden) -> (batch, T).
+    return base.score(hidden[:, prompt_len - 1:-1]).squeeze(-1).float()
 
 
 def xray(batch: RolloutBatch, tokenizer, row: int = 0):

@@ -136,7 +136,7 @@ class PPOTrainer:
 
         ``gold`` is NaN for a prompt without a reference (a user's own: no gold judge, no tests);
         ``tests_passed`` is the mean share of unit tests the batch's code replies pass (None without
-        code prompts that carry tests).
+        code prompts that carry tests); ``gold_seconds`` the time the gold judge took (code runs in the sandbox).
         """
         import torch
 
@@ -147,15 +147,18 @@ class PPOTrainer:
             each = ensemble_scores(self.reward_models, self.tokenizer, conversations,
                                    self.profile.model.max_seq_length)  # (members, batch)
             rm = each.mean(axis=0) - self.cfg.uncertainty_penalty * each.std(axis=0)
+        started = time.time()
         judged = [gold_score(r["domain"], r["reference"], t) if has_reference(r) else None
                   for r, t in zip(batch.records, batch.texts)]
+        gold_seconds = time.time() - started
         is_code = np.array([r["domain"] == "code" and j is not None for r, j in zip(batch.records, judged)])
         verifiable = np.array([j.parts.get("tests_passed", 0.0) if code else 0.0 for j, code in zip(judged, is_code)])
         penalty = self.cfg.missing_eos_penalty * (~batch.ended).float().cpu().numpy()
         total = rm + self.cfg.verifiable_reward_weight * verifiable - penalty
         return {"score": torch.tensor(total, dtype=torch.float32, device=batch.response_ids.device),
                 "reward_model": rm, "gold": np.array([np.nan if j is None else j.score for j in judged]),
-                "tests_passed": float(verifiable[is_code].mean()) if is_code.any() else None}
+                "tests_passed": float(verifiable[is_code].mean()) if is_code.any() else None,
+                "gold_seconds": gold_seconds}
 
     def rollout(self, records: list[dict[str, Any]] | None = None) -> tuple[RolloutBatch, dict[str, Any]]:
         """Sample replies and compute everything the update needs, stored in ``batch.extras``.
@@ -190,7 +193,7 @@ class PPOTrainer:
             "entropy": float(masked_mean(entropy, mask)), "response_length": float(lengths.mean()),
             "eos_rate": float(batch.ended.float().mean()),
             "explained_variance": explained_variance(values, returns, mask),
-            "generation_seconds": generation_seconds,
+            "generation_seconds": generation_seconds, "gold_seconds": scored["gold_seconds"],
         }
         return batch, {**stats, "_gold": scored["gold"], "_reward": scored["reward_model"]}
 
@@ -207,13 +210,15 @@ class PPOTrainer:
             for start in range(0, len(order), self.cfg.minibatch_size):
                 mini = batch.select(order[start:start + self.cfg.minibatch_size])
                 ex, mask = mini.extras, mini.response_mask
-                logprobs, entropy = token_logprobs(self.policy, mini, self.cfg.temperature, with_entropy=True)
+                bonus = self.cfg.entropy_coef > 0  # the rollout logs the entropy; only a bonus needs it here
+                logprobs, entropy = token_logprobs(self.policy, mini, self.cfg.temperature, with_entropy=bonus)
                 policy = clipped_policy_loss(logprobs, ex["logprobs"], ex["advantages"], mask, self.cfg.clip_range)
                 values = token_values(self.value_model, mini)
                 value_loss, value_clip = clipped_value_loss(values, ex["values"], ex["returns"], mask,
                                                             self.cfg.value_clip_range)
-                entropy_mean = masked_mean(entropy, mask)
-                loss = policy.loss + self.cfg.value_coef * value_loss - self.cfg.entropy_coef * entropy_mean
+                loss = policy.loss + self.cfg.value_coef * value_loss
+                if bonus:
+                    loss = loss - self.cfg.entropy_coef * masked_mean(entropy, mask)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(parameters, self.cfg.max_grad_norm)
