@@ -217,26 +217,33 @@ def _dpo(results: dict[str, Any]) -> list[str]:
 
 def _reference(results: dict[str, Any]) -> list[str]:
     r = results["reference_memory"]
-    a, c = r["adapters"], r["copy"]
-    rows = [[k, v["reference_held_by"], f"{v['parameters']:,}", _n(v["peak_memory_mb"], 0), _n(v["train_peak_mb"], 0),
-             _n(v["model_mb"], 0)] for k, v in (("adapters", a), ("copy", c))]
+    on, off = r["checkpointing"], r["no_checkpointing"]
+    a, c = on["adapters"], on["copy"]
+    rows = [[kind, v["reference_held_by"], "on" if v["gradient_checkpointing"] else "off", f"{v['parameters']:,}",
+             _n(v["peak_memory_mb"], 0), _n(v["train_peak_mb"], 0), _n(v["model_mb"], 0)]
+            for pair in (on, off) for kind, v in (("adapters", pair["adapters"]), ("copy", pair["copy"]))]
     ratio = r["model_memory_ratio"]
+    weights_mb = a["parameters"] * 4 / 2**20
     return ["### The reference: adapters switched off, or a separate copy", "",
             f"TRL's `DPOTrainer` on a random Llama of {a['parameters'] / 1e6:.0f}M parameters (hidden 768, built "
-            "locally), a LoRA policy, a few steps; each way runs in its own process. Peaks are the process's peak "
-            "resident set (`VmHWM`; on a GPU its peak allocation): over the whole process, and while training (the "
-            "peak restarted once the models are built, which leaves out the random initialisation's passing "
+            "locally), a LoRA policy, a few steps; each way runs in its own process, with gradient checkpointing "
+            "(as the GPU profiles train models of this size) and without. Peaks are the process's peak resident set "
+            "(`VmHWM`; on a GPU its peak allocation), with glibc's mmap threshold fixed so that freed blocks leave the "
+            "resident set as a GPU allocator's peak would not count them: over the whole process, and while training "
+            "(the peak restarted once the models are built, which leaves out the random initialisation's passing "
             "buffers); *models* is the training peak less what the process held after its imports, before any model "
             "existed.", ""] + _table(
-        ["way", "reference", "parameters", "process peak MB", "training peak MB", "models MB"], rows) + [
-        f"Holding the reference as the policy with its adapter switched off needs {ratio:.2f}x the model memory of "
-        f"a separate frozen copy ({_met(ratio <= AIMS['reference_memory'])} of at most {AIMS['reference_memory']}), "
-        f"and {r['peak_ratio']:.2f}x of its training peak counting the whole process (the imported libraries weigh "
-        f"the same in both). The copy costs {c['model_mb'] - a['model_mb']:,.0f} MB more, one more set of the weights "
-        f"({a['parameters'] * 4 / 2**20:,.0f} MB in float32), and that is all the adapters save: the policy's own "
-        f"weights and what training adds around them (activations, the trainer's buffers, memory the allocator "
-        f"keeps), {a['model_mb']:,.0f} MB here, are the same both ways. The ratio would fall towards one half on "
-        "a larger model, where the weights outweigh the rest.",
+        ["way", "reference", "checkpointing", "parameters", "process peak MB", "training peak MB", "models MB"], rows) + [
+        f"With gradient checkpointing, holding the reference as the policy with its adapter switched off needs "
+        f"{ratio:.2f}x the model memory of a separate frozen copy ({_met(ratio <= AIMS['reference_memory'])} of at "
+        f"most {AIMS['reference_memory']}), and {on['peak_ratio']:.2f}x of its training peak counting the whole "
+        f"process (the imported libraries weigh the same in both); without checkpointing "
+        f"{off['model_memory_ratio']:.2f}x. The copy costs {c['model_mb'] - a['model_mb']:,.0f} MB more, one more "
+        f"set of the weights ({weights_mb:,.0f} MB in float32), and that is all the adapters save: the policy's own "
+        f"weights and what training adds around them (activations, the trainer's buffers) are the same both ways, "
+        f"{a['model_mb']:,.0f} MB here with checkpointing and {off['adapters']['model_mb']:,.0f} MB without, where "
+        "every layer's activations stay alive until the backward pass. The ratio falls towards one half as the "
+        "weights outweigh the rest: on larger models, and with checkpointing.",
         "",
         "**Which to use:** the adapters (the kit's way) whenever the policy trains with LoRA; a separate copy only "
         "for full fine-tuning, where no adapter can be switched off, or when the reference must differ from the "
@@ -247,13 +254,13 @@ def _reference(results: dict[str, Any]) -> list[str]:
 def _ppo(results: dict[str, Any]) -> list[str]:
     p = results["ppo_vs_rloo"]
     s = p["settings"]
-    ratio, one = p["ppo_to_rloo_samples_per_second"], p["ppo_one_epoch_to_rloo"]
+    ratio, one, without_gold = p["ppo_to_rloo_samples_per_second"], p["ppo_one_epoch_to_rloo"], p["ppo_without_gold_to_rloo"]
 
     def row(name: str, r: dict[str, Any]) -> list[str]:
-        shares = ("-" if "generation_share" not in r else
-                  f"{100 * r['generation_share']:.0f}% / {100 * r['scoring_share']:.0f}% / {100 * r['update_share']:.0f}%")
-        return [name, _n(r["samples_per_second"], 2), _n(r["step_seconds"], 2), _n(r["mean_completion_tokens"], 1),
-                shares]
+        shares = ("-" if "generation_share" not in r else " / ".join(
+            f"{100 * r[f'{part}_share']:.0f}%" for part in ("generation", "scoring", "gold", "update")))
+        return [name, _n(r["samples_per_second"], 2), _n(r.get("samples_per_second_without_gold"), 2),
+                _n(r["step_seconds"], 2), _n(r["mean_completion_tokens"], 1), shares]
 
     rows = [row(f"kit PPO ({p['ppo']['ppo_epochs']} epochs, the default)", p["ppo"]),
             row("kit PPO (1 epoch)", p["ppo_one_epoch"]), row("TRL RLOOTrainer (1 pass)", p["rloo"])]
@@ -263,14 +270,21 @@ def _ppo(results: dict[str, Any]) -> list[str]:
             f"{s['completions_per_step']} replies per step (RLOO: {s['completions_per_step'] // s['rloo_generations_per_prompt']} "
             f"prompts x {s['rloo_generations_per_prompt']}), at most {s['max_new_tokens']} new tokens at temperature "
             f"{s['temperature']}. The kit's PPO iteration splits into sampling, scoring (log-probs under the policy "
-            "and the reference, the value model, the reward model, advantages) and the updates.", ""] + _table(
-        ["trainer", "replies/s", "s/step", "mean reply tokens", "sampling / scoring / updates"], rows) + [
+            "and the reference, the value model, the reward model, advantages), the gold judge's diagnostic score "
+            "of every reply (code runs in the sandbox; RLOO logs no such score) and the updates.", ""] + _table(
+        ["trainer", "replies/s", "replies/s without the gold judge", "s/step", "mean reply tokens",
+         "sampling / scoring / gold judge / updates"], rows) + [
         f"The kit's PPO trains {ratio:.2f}x RLOO's replies per second ({verdict}; {_met(ratio >= AIMS['ppo_vs_rloo'])}); "
-        f"with one update epoch, as RLOO makes one pass, {one:.2f}x. Why: each PPO iteration runs a second model "
-        "(the value model) forward while scoring and forward and backward in every update, and by default passes "
-        "twice over each rollout, where RLOO takes one pass and has no value model; RLOO's group of replies per "
-        "prompt also shares one prompt encoding. The replies' lengths differ too (the policies stop at different "
-        "times), so compare tokens as well as replies.",
+        f"{without_gold:.2f}x leaving out the gold judge, a diagnostic RLOO does not compute; with one update epoch, "
+        f"as RLOO makes one pass, {one:.2f}x. The gap is the algorithm's, not its code's: PPO's value model is a "
+        "second network of the policy's size, run forward while scoring and forward and backward in every update, "
+        "and PPO scores each rollout under the policy once more before updating (its old log-probs; RLOO's single "
+        "pass reuses the update's own); by default it also passes twice over each rollout. Counting a forward as "
+        "one unit and a forward and backward as two, an iteration costs sampling plus 12 units (4 scoring, 4 per "
+        "epoch) against RLOO's sampling plus 4. Within that, the kit's PPO computes no more than it needs: the LM "
+        "head reads only the reply's positions, minibatches drop the columns that are padding in all their rows, "
+        "and the entropy is computed in the update only when an entropy bonus uses it. The replies' lengths differ "
+        "too (the policies stop at different times), so compare tokens as well as replies.",
         "",
         "**Which to use:** PPO when a learned value baseline helps (long replies, sparse rewards) and to see every "
         "part of RLHF (notebook 04); RLOO or GRPO (`course_lib.stages.grpo`) for a cheaper step without a value "

@@ -60,7 +60,9 @@ class Sizes:
     scaling_steps: int = 4
     scaling_lengths: tuple[int, ...] = (64, 128, 256, 512)
     scaling_widths: tuple[int, ...] = (64, 128, 256, 512)
-    data: tuple[int, int, int] = (60, 60, 10)  # SFT conversations, pairs, eval prompts per domain
+    # SFT conversations, pairs, eval prompts per domain; None: the profile's, as the track curates them
+    # (batching by length needs the track's number of conversations to find batches of like lengths).
+    data: tuple[int, int, int] | None = None
 
 
 FULL = Sizes()
@@ -158,14 +160,16 @@ def with_mfu(rates: dict[str, float], ledger: dict[str, Any], peak: float) -> di
 # --- the run the stages read ---------------------------------------------------------------------
 
 def bench_run(work: Path, profile: str, sizes: Sizes):
-    """A run folder with curated data (small, the same for every measurement) and the profile."""
+    """A run folder with curated data (the same for every measurement) and the profile."""
     from course_lib.data import ensure_curated_data
     from course_lib.stages import RunContext
 
-    sft, prefs, evals = sizes.data
     run = RunContext.create(work / "run", profile)
-    ensure_curated_data(run.run_dir, seed=0, sizes={"sft_per_domain": sft, "prefs_per_domain": prefs,
-                                                    "eval_per_domain": evals})
+    if sizes.data is None:
+        data = run.profile.data
+    else:
+        data = dict(zip(("sft_per_domain", "prefs_per_domain", "eval_per_domain"), sizes.data))
+    ensure_curated_data(run.run_dir, seed=0, sizes=data)
     return run
 
 
@@ -217,8 +221,9 @@ def ppo_stage(run, sizes: Sizes, peak: float, ppo_epochs: int | None = None) -> 
     """The kit's PPO (``make_ppo_trainer``, one reward member): speed, and where an iteration's time goes.
 
     ``generation_share`` is sampling the replies, ``update_share`` the policy and value updates
-    (``trainer.update``, timed here), ``scoring_share`` the rest: the log-probs, reference, values,
-    reward model and advantages of each rollout.
+    (``trainer.update``, timed here), ``gold_share`` the gold judge's diagnostic score of every reply
+    (code runs in the sandbox; RLOO has no such diagnostic), ``scoring_share`` the rest: the log-probs,
+    reference, values, reward model and advantages of each rollout.
     """
     from course_lib.stages import PPOStageConfig, make_ppo_trainer
 
@@ -240,14 +245,16 @@ def ppo_stage(run, sizes: Sizes, peak: float, ppo_epochs: int | None = None) -> 
     steady = trainer.history[warmup:]
     seconds = sum(h["seconds"] for h in steady)
     generating = sum(h["generation_seconds"] for h in steady)
+    judging = sum(h["gold_seconds"] for h in steady)
     updating = sum(update_seconds[warmup:])
     ledger = trainer.ledger.summary()
     tokens_per_iteration = ledger["tokens"] / max(trainer.step, 1)
     rates = {"measured_steps": len(steady), "step_seconds": seconds / len(steady), "ppo_epochs": cfg.ppo_epochs,
              "tokens_per_second": tokens_per_iteration * len(steady) / seconds,
              "samples_per_second": cfg.batch_size * len(steady) / seconds,
+             "samples_per_second_without_gold": cfg.batch_size * len(steady) / (seconds - judging),
              "generation_share": generating / seconds, "update_share": updating / seconds,
-             "scoring_share": 1 - (generating + updating) / seconds,
+             "gold_share": judging / seconds, "scoring_share": 1 - (generating + judging + updating) / seconds,
              "mean_completion_tokens": sum(h["response_length"] for h in steady) / len(steady)}
     return with_mfu(rates, ledger, peak)
 
@@ -367,7 +374,8 @@ def peak_resident_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status: peak memory needs Linux")
 
 
-def reference_memory_worker(kind: str, layers: int, steps: int, profile: str, data_file: str) -> dict[str, Any]:
+def reference_memory_worker(kind: str, layers: int, steps: int, profile: str, data_file: str,
+                            checkpointing: bool) -> dict[str, Any]:
     """In its own process: DPO steps on a random Llama, the reference as adapters-off or as a full copy.
 
     Peak memory is the process's peak resident set (``VmHWM``, kept by the kernel, exact; ``ru_maxrss``
@@ -375,7 +383,7 @@ def reference_memory_worker(kind: str, layers: int, steps: int, profile: str, da
     ``train_peak_mb`` while training (the peak restarted once the models are built, so the random
     initialisation's passing buffers are left out), and ``model_mb``, the training peak less the resident
     set after the imports, before any model existed: what the models, their adapters, optimizer state
-    and activations take.
+    and activations take. ``checkpointing`` turns on gradient checkpointing, as the GPU profiles train.
     """
     import copy
 
@@ -402,7 +410,8 @@ def reference_memory_worker(kind: str, layers: int, steps: int, profile: str, da
     reference = copy.deepcopy(model).eval() if kind == "copy" else None
     with tempfile.TemporaryDirectory(prefix="course_lib_bench_") as out:
         args = DPOConfig(**common_training_args(prof, output_dir=Path(out), max_steps=steps, learning_rate=1e-4,
-                                                batch_size=2, seed=0, report_to="none", progress=False),
+                                                batch_size=2, seed=0, report_to="none", progress=False)
+                         | {"activation_checkpointing": checkpointing},
                          max_length=64, precompute_ref_log_probs=False)
         trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=pairs, processing_class=tok,
                              peft_config=lora_config(prof))
@@ -414,24 +423,41 @@ def reference_memory_worker(kind: str, layers: int, steps: int, profile: str, da
     if torch.cuda.is_available() and prof.device != "cpu":
         whole = peak = torch.cuda.max_memory_allocated()
         before = 0
-    return {"kind": kind, "parameters": parameters, "peak_memory_mb": whole / 2**20, "train_peak_mb": peak / 2**20,
-            "model_mb": (peak - before) / 2**20, "reference_held_by": "adapter switched off" if kind == "adapters"
-            else "separate frozen copy"}
+    return {"kind": kind, "parameters": parameters, "gradient_checkpointing": checkpointing,
+            "peak_memory_mb": whole / 2**20, "train_peak_mb": peak / 2**20, "model_mb": (peak - before) / 2**20,
+            "reference_held_by": "adapter switched off" if kind == "adapters" else "separate frozen copy"}
+
+
+# glibc serves large blocks from its heap once a few have been freed (its mmap threshold rises to
+# 32 MB), and keeps freed heap memory resident: the peak resident set would then count memory the
+# process no longer uses. A fixed threshold hands every block over 128 KiB back at once, so on CPU
+# the peak follows what is allocated, as a GPU's peak allocation does.
+LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 def reference_memory(run, sizes: Sizes) -> dict[str, Any]:
-    """The two ways of holding the reference, each measured in a fresh process so their peaks do not mix."""
-    out = {}
-    for kind in ("adapters", "copy"):
-        command = [sys.executable, __file__, "--reference-worker", kind, "--profile", run.profile.name,
-                   "--reference-layers", str(sizes.reference_layers), "--reference-steps", str(sizes.reference_steps),
-                   "--reference-data", str(run.data_file("prefs_bench.jsonl"))]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode:
-            raise RuntimeError(f"the reference-memory worker ({kind}) failed:\n{done.stderr[-3000:]}")
-        out[kind] = json.loads(done.stdout.strip().splitlines()[-1])
-    out["peak_ratio"] = out["adapters"]["train_peak_mb"] / out["copy"]["train_peak_mb"]
-    out["model_memory_ratio"] = out["adapters"]["model_mb"] / out["copy"]["model_mb"]
+    """The two ways of holding the reference, with gradient checkpointing (as the GPU profiles train)
+    and without, each measured in a fresh process so their peaks do not mix.
+
+    The aim is read with checkpointing on: that is how the kit trains models of this size.
+    """
+    out: dict[str, Any] = {}
+    for setting, checkpointing in (("checkpointing", True), ("no_checkpointing", False)):
+        pair = {}
+        for kind in ("adapters", "copy"):
+            command = [sys.executable, __file__, "--reference-worker", kind, "--profile", run.profile.name,
+                       "--reference-layers", str(sizes.reference_layers), "--reference-steps",
+                       str(sizes.reference_steps), "--reference-data", str(run.data_file("prefs_bench.jsonl"))]
+            command += ["--reference-checkpointing"] if checkpointing else []
+            done = subprocess.run(command, capture_output=True, text=True, check=False,
+                                  env={**os.environ, **LIVE_MEMORY_ENV})
+            if done.returncode:
+                raise RuntimeError(f"the reference-memory worker ({kind}, {setting}) failed:\n{done.stderr[-3000:]}")
+            pair[kind] = json.loads(done.stdout.strip().splitlines()[-1])
+        pair["peak_ratio"] = pair["adapters"]["train_peak_mb"] / pair["copy"]["train_peak_mb"]
+        pair["model_memory_ratio"] = pair["adapters"]["model_mb"] / pair["copy"]["model_mb"]
+        out[setting] = pair
+    out["model_memory_ratio"] = out["checkpointing"]["model_memory_ratio"]
     return out
 
 
@@ -453,12 +479,13 @@ def ppo_against_rloo(run, sizes: Sizes, ppo: dict[str, Any], peak: float) -> dic
     rloo = {"measured_steps": len(steady), "step_seconds": seconds / len(steady),
             "samples_per_second": batch * len(steady) / seconds,
             "mean_completion_tokens": sum(h.get("completions/mean_length", 0.0) for h in steady) / len(steady)}
-    keys = ("samples_per_second", "step_seconds", "generation_share", "scoring_share", "update_share",
-            "mean_completion_tokens", "ppo_epochs")
+    keys = ("samples_per_second", "samples_per_second_without_gold", "step_seconds", "generation_share",
+            "scoring_share", "gold_share", "update_share", "mean_completion_tokens", "ppo_epochs")
     one_epoch = ppo_stage(run, sizes, peak, ppo_epochs=1)
     return {"ppo": {k: ppo[k] for k in keys}, "ppo_one_epoch": {k: one_epoch[k] for k in keys},
             "rloo": rloo, "ppo_to_rloo_samples_per_second": ppo["samples_per_second"] / rloo["samples_per_second"],
             "ppo_one_epoch_to_rloo": one_epoch["samples_per_second"] / rloo["samples_per_second"],
+            "ppo_without_gold_to_rloo": ppo["samples_per_second_without_gold"] / rloo["samples_per_second"],
             "settings": {"completions_per_step": batch, "rloo_generations_per_prompt": 4, "ppo_epochs": cfg.ppo_epochs,
                          "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}}
 
@@ -566,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-layers", type=int, default=FULL.reference_layers, help=argparse.SUPPRESS)
     parser.add_argument("--reference-steps", type=int, default=FULL.reference_steps, help=argparse.SUPPRESS)
     parser.add_argument("--reference-data", help=argparse.SUPPRESS)
+    parser.add_argument("--reference-checkpointing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.profile in OFFLINE_PROFILES:  # before any Hugging Face library reads the switches
         for switch in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -575,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_library_noise()
     if args.reference_worker:
         print(json.dumps(reference_memory_worker(args.reference_worker, args.reference_layers, args.reference_steps,
-                                                 args.profile, args.reference_data)))
+                                                 args.profile, args.reference_data, args.reference_checkpointing)))
         return 0
     from benchmarks.report import write_page
 

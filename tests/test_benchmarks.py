@@ -67,9 +67,13 @@ def test_quick_suite_writes_every_measurement(quick_results):
     assert dpo["epochs_3"]["on_the_fly"]["steps"] == 3 * dpo["epochs_1"]["on_the_fly"]["steps"]
 
     memory = results["reference_memory"]
-    assert memory["adapters"]["parameters"] == memory["copy"]["parameters"]
-    # A separate frozen copy holds the weights twice: it must show in the measured peaks.
-    assert memory["model_memory_ratio"] < 0.95
+    for setting, checkpointing in (("checkpointing", True), ("no_checkpointing", False)):
+        pair = memory[setting]
+        assert pair["adapters"]["parameters"] == pair["copy"]["parameters"]
+        assert pair["adapters"]["gradient_checkpointing"] is pair["copy"]["gradient_checkpointing"] is checkpointing
+        # A separate frozen copy holds the weights twice: it must show in the measured peaks.
+        assert pair["model_memory_ratio"] < 0.95
+    assert memory["model_memory_ratio"] == memory["checkpointing"]["model_memory_ratio"]
 
     assert results["ppo_vs_rloo"]["rloo"]["samples_per_second"] > 0
     assert len(results["scaling"]["by_seq_len"]) == len(results["scaling"]["by_width"]) == 2

@@ -95,7 +95,7 @@ def make_sft_trainer(cfg: SFTStageConfig, run: RunContext, callbacks: list | Non
         max_length=profile.model.max_seq_length,
         packing=cfg.packing,
         packing_strategy=cfg.packing_strategy,
-        # Similar lengths in a batch: about 1.25x the real tokens per second of random batches on CPU, same loss;
+        # Similar lengths in a batch: about 1.7x the real tokens per second of random batches on CPU, same loss;
         # the fastest mode that keeps conversations apart there (docs/benchmarks.md, "SFT batching").
         train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.packing else "random",
         padding_free=cfg.padding_free,
