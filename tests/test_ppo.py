@@ -101,6 +101,33 @@ def test_ppo_learns_a_toy_task(trained_run, tmp_path):
     assert len(figure.data) == 2 and len(figure.data[0].x) == len(history)
 
 
+def test_dropout_is_off_so_an_update_starts_from_a_ratio_of_one(trained_run, tmp_path):
+    """With a profile's LoRA dropout, the rollout and the first update must still see the same policy."""
+    import dataclasses
+
+    from course_lib.models import add_lora, load_model, load_tokenizer
+    from course_lib.stages.ppo import load_value_model
+
+    profile = trained_run.profile
+    profile = dataclasses.replace(profile, lora=dataclasses.replace(profile.lora, dropout=0.3))
+    sft_dir = trained_run.stage_dir("sft") / "merged"
+    policy = add_lora(load_model(profile, str(sft_dir)), profile)
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in policy.modules())
+    with torch.no_grad():  # a fresh adapter adds zero whatever its dropout does: give it weights, as after training
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05)
+    cfg = PPOStageConfig(**{**QUICK, "minibatch_size": 4})
+    trainer = PPOTrainer(cfg, profile, policy, load_value_model(trained_run), None, load_tokenizer(profile, str(sft_dir)),
+                         [{"prompt": [{"role": "user", "content": "Hello"}], "domain": "legal", "reference": None}] * 4,
+                         tmp_path / "checkpoints", reward_fn=lambda records, texts: [0.0] * len(texts))
+    assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0
+                   for model in (trainer.policy, trainer.value_model) for m in model.modules())
+    batch, _ = trainer.rollout()
+    stats = trainer.update(batch)  # one minibatch, one epoch: the ratio is measured before any step
+    assert stats["ratio_mean"] == pytest.approx(1.0, abs=1e-5) and stats["clip_fraction"] == 0.0
+
+
 def test_a_stopped_run_resumes_from_its_checkpoint_and_the_value_model_reloads(trained_run):
     from peft import PeftModel
 

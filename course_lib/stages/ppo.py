@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from trl.trainer.utils import disable_dropout_in_model
 
 from ..data import has_reference, load_records
 from ..domains import gold_score
@@ -89,6 +90,10 @@ class PPOTrainer:
             raise ValueError("give PPOTrainer a reward_model or a reward_fn, exactly one")
         self.cfg, self.profile, self.reward_fn = cfg, profile, reward_fn
         self.policy, self.value_model, self.tokenizer = policy, value_model, tokenizer
+        # As TRL's trainers do: with dropout (a profile's LoRA dropout), the same weights would give the rollout
+        # and the update different log-probs and values, and the ratio and value clipping would measure noise.
+        for model in (policy, value_model):
+            disable_dropout_in_model(model)
         # One model or an ensemble: held as a list of members either way (empty with reward_fn).
         if isinstance(reward_model, (list, tuple)):
             self.reward_models = list(reward_model)
