@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .config import TINY_BASE, Profile, check_fields, load_profile
 from .errors import ConfigError
@@ -493,25 +493,32 @@ def gpu_fit_table(profile: Profile | str, model: Any = None, stages: tuple[str, 
     return rows
 
 
-def gpu_fit_summary(profile: Profile | str, stages: tuple[str, ...] | list[str] | str = STAGES, model: Any = None) -> str:
-    """One line per stage: its planned GPU memory and the common GPUs it fits; what the notebooks print.
+def gpu_fit_summary(profiles: Profile | str | Sequence[Profile | str], stages: tuple[str, ...] | list[str] | str = STAGES,
+                    model: Any = None) -> str:
+    """One line per profile and stage: its planned GPU memory and the common GPUs it fits; what the notebooks print.
 
     Args:
-        profile: a profile or its name.
+        profiles: a profile or its name, or several (a notebook passes its own and the shipped
+            ``gpu-qlora``); a profile named twice is planned once.
         stages: a stage or stages.
-        model: the model to size; None = the profile's.
+        model: the model to size; None = each profile's.
 
     Returns:
         Lines such as ``"ppo on gpu-qlora (Qwen/...): about 9.1 GiB with margin; fits 16, 24, 40, 80 GB"``.
     """
-    profile = profile if isinstance(profile, Profile) else load_profile(profile)
+    chosen = [profiles] if isinstance(profiles, (Profile, str)) else list(profiles)
+    planned: dict[str, Profile] = {}
+    for profile in chosen:
+        profile = profile if isinstance(profile, Profile) else load_profile(profile)
+        planned.setdefault(profile.name, profile)
     stages = (stages,) if isinstance(stages, str) else tuple(stages)
     lines = []
-    for row in gpu_fit_table(profile, model, stages):
-        sizes = [key.split()[0] for key, value in row.items() if key.endswith(" GB") and value == "fits"]
-        tight = [key.split()[0] for key, value in row.items() if key.endswith(" GB") and value == "tight"]
-        fits = f"fits {', '.join(sizes)} GB" if sizes else "fits none of 16, 24, 40, 80 GB"
-        lines.append(f"{row['stage']} on {profile.name} ({profile.model.name if model is None else model}): about "
-                     f"{row['needed_gib']} GiB on a GPU with margin ({row['peak_gib']} GiB of tensors); {fits}"
-                     + (f"; tight on {', '.join(tight)} GB" if tight else ""))
+    for profile in planned.values():
+        for row in gpu_fit_table(profile, model, stages):
+            sizes = [key.split()[0] for key, value in row.items() if key.endswith(" GB") and value == "fits"]
+            tight = [key.split()[0] for key, value in row.items() if key.endswith(" GB") and value == "tight"]
+            fits = f"fits {', '.join(sizes)} GB" if sizes else "fits none of 16, 24, 40, 80 GB"
+            lines.append(f"{row['stage']} on {profile.name} ({profile.model.name if model is None else model}): about "
+                         f"{row['needed_gib']} GiB on a GPU with margin ({row['peak_gib']} GiB of tensors); {fits}"
+                         + (f"; tight on {', '.join(tight)} GB" if tight else ""))
     return "\n".join(lines)

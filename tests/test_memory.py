@@ -122,6 +122,9 @@ def test_the_fit_table_and_its_thresholds():
     assert row["peak_gib"] == pytest.approx(6 * model_shape(big).parameters / 2**30, rel=0.1)
     line = gpu_fit_summary("gpu-qlora", "ppo")
     assert line.startswith("ppo on gpu-qlora") and "GB" in line and "\n" not in line
+    # What the notebooks print: their own profile, then the shipped QLoRA one; a profile named twice once.
+    lines = gpu_fit_summary([load_profile("tiny-cpu"), "gpu-qlora", "tiny-cpu"], "sft").splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["sft on tiny-cpu", "sft on gpu-qlora"]
 
 
 def test_clear_errors_for_a_bad_stage_or_a_model_it_cannot_size(tmp_path):
