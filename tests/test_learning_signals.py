@@ -57,7 +57,7 @@ def test_reward_model_accuracy_against_gold_is_well_above_chance(trained):
     assert reward["accuracy_ci_low"] > 0.5
 
 
-# --- The preference stages from the track's SFT model (issues 9, 10): DPO and PPO win, RLOO learns its reward ---
+# --- The preference stages from the track's SFT model (issues 9, 10): DPO wins, PPO and RLOO learn their reward ---
 # One seed here (about 11 minutes of CI); benchmarks/preference_feasibility.py measures three
 # (docs/preference_feasibility.md). The SFT and reward stages run at the track's budgets, so the
 # preference stages start from the SFT model the track really gives.
@@ -93,8 +93,8 @@ def _gain_over_sft(model, tok, evals, sft) -> dict:
 
 
 def test_dpo_raises_the_gold_score_over_sft(preference_run):
-    """The DPO stage at its defaults (tiny-cpu: 30 steps of 16 pairs). Measured on three seeds: +0.035,
-    +0.049, +0.052, every CI above zero (docs/preference_feasibility.md)."""
+    """The DPO stage at its defaults (tiny-cpu: 30 steps of 16 pairs). Measured on three seeds: +0.045,
+    +0.050, +0.046, every CI above zero (docs/preference_feasibility.md)."""
     from course_lib.stages import DPOStageConfig, make_dpo_trainer
 
     run, tok, evals, sft = preference_run
@@ -119,22 +119,36 @@ def test_rloo_raises_the_reward_models_score_of_its_rollouts(preference_run, tmp
     assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.5, rewards
 
 
-def test_ppo_raises_the_gold_score_over_sft_at_bounded_kl(preference_run):
-    """The kit's PPO at the stage's defaults (tiny-cpu: 30 iterations). Measured on three seeds: gains of
-    +0.03 to +0.05, the CI above zero on two, KL about 2 nats per reply; a rerun of seed 2 gave -0.007: the
-    reward models do not read the question, and PPO trades content for form (docs/preference_feasibility.md).
-    Asserted with a margin on seed 0: the mean gain is positive, the reward models' score rises, the KL stays
-    bounded."""
+# The habits SFT copies from its demonstrations and the preference pairs target (docs/data.md): a medical reply
+# without its caveat or its format, unfenced code, a rambling legal answer. (domain, gold judge's part)
+FORM_PARTS = (("medical", "safety"), ("medical", "format"), ("code", "format"), ("legal", "concision"))
+
+
+def test_ppo_learns_what_its_reward_models_reward_at_bounded_kl(preference_run):
+    """The kit's PPO at the stage's defaults (tiny-cpu: 30 iterations): the reward models' score rises, the KL
+    stays bounded, and the habits the reward encodes are fixed: the mean of the gold judge's form parts rises by
+    +0.28 to +0.32 over three seeds (docs/preference_feasibility.md). Asserted on seed 0 with margins.
+
+    The gold score itself is not asserted: the reward models do not read the question, so PPO also lets
+    correctness drift, and its gold gain over three seeds is -0.031, +0.032, -0.003, every CI across zero. Seed
+    0's gain is a draw from that spread: the same code gave +0.043 before a change that moved its float rounding
+    alone (the first four iterations equal to 1e-6, the trajectories apart from there).
+    """
+    from course_lib.generation import gold_evaluate
     from course_lib.stages import PPOStageConfig, make_ppo_trainer
 
     run, tok, evals, sft = preference_run
     trainer = make_ppo_trainer(PPOStageConfig(seed=PREF_SEED, progress=False), run.variant("ppo"))
     history = trainer.train()
-    gain = _gain_over_sft(trainer.policy, tok, evals, sft)
-    assert gain["mean"] > 0.01, gain
     rewards = [h["reward"] for h in history]
     assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 1.0, rewards
     assert sum(h["kl"] for h in history[-5:]) / 5 < 4.0, [h["kl"] for h in history]
+    after = gold_evaluate(trainer.policy, tok, evals, max_new_tokens=ROLLOUT_TOKENS)
+
+    def form(result) -> float:
+        return sum(result["parts"][domain][part] for domain, part in FORM_PARTS) / len(FORM_PARTS)
+
+    assert form(after) > form(sft) + 0.15, (sft["parts"], after["parts"])
 
 
 def test_sft_rollouts_end_at_the_rollout_settings(preference_run):
