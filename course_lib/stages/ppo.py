@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from trl.trainer.utils import disable_dropout_in_model
 
 from ..data import has_reference, load_records
 from ..domains import gold_score
@@ -85,6 +84,7 @@ class PPOTrainer:
                  prompts: list[dict[str, Any]], output_dir: Path, callbacks: list[Callable[[dict], None]] | None = None,
                  reward_fn: Callable[[list[dict], list[str]], Any] | None = None):
         import torch
+        from trl.trainer.utils import disable_dropout_in_model
 
         if (reward_model is None) == (reward_fn is None):
             raise ValueError("give PPOTrainer a reward_model or a reward_fn, exactly one")
