@@ -530,18 +530,23 @@ def scaling(profile, sizes: Sizes, peak: float) -> dict[str, Any]:
 
 
 def track_time(run_dir: Path | None) -> dict[str, Any] | None:
-    """The whole track's wall time per notebook: the runner's ``track_state.json``, else the executed notebooks."""
+    """The whole track's wall time per notebook: the runner's ``track_state.json``, else the executed notebooks.
+
+    The source is recorded from the runs folder down (``runs/tiny/track_state.json``): the page names
+    the run, not the machine's paths.
+    """
     if run_dir is None:
         return None
     state = run_dir / "track_state.json"
     if state.is_file():
         notebooks = {name: row.get("seconds") for name, row in json.loads(state.read_text())["notebooks"].items()}
-        source = str(state)
+        read = state
     else:
         from benchmarks.track_timing import notebook_timing
 
         notebooks = {p.stem: notebook_timing(p)["total_s"] for p in sorted((run_dir / "notebooks").glob("*.ipynb"))}
-        source = str(run_dir / "notebooks")
+        read = run_dir / "notebooks"
+    source = "/".join(read.resolve().parts[-3:])
     return {"source": source, "notebooks": notebooks, "total_seconds": sum(v or 0.0 for v in notebooks.values())}
 
 
