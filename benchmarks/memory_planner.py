@@ -31,6 +31,11 @@ JSON_OUT = REPO / "docs" / "results" / "memory_planner.json"
 MD_OUT = REPO / "docs" / "memory_planner.md"
 TOLERANCE = 0.25
 STEPS = 2
+# glibc serves large blocks from its heap once a few have been freed (its mmap threshold rises to
+# 32 MB), and keeps freed heap memory resident: the peak resident set would then count memory the
+# process no longer uses. A fixed threshold hands every block over 128 KiB back at once, so on CPU
+# the peak follows what is allocated, as a GPU's peak allocation does. (benchmarks/run.py uses it too.)
+LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 # name -> (architecture overrides on the tiny base, profile overrides)
 CASES = {
@@ -256,8 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(opts.case, opts.stage, Path(opts.folder))))
         return 0
     started, rows = time.time(), []
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO),
-           "MALLOC_MMAP_THRESHOLD_": "131072"}  # large buffers go back to the system when freed: RSS follows the tensors
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO), **LIVE_MEMORY_ENV}
     with tempfile.TemporaryDirectory(prefix="memory_planner_") as tmp:
         for name in opts.cases:
             folder = build_model(name, Path(tmp) / name)

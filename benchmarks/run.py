@@ -428,19 +428,14 @@ def reference_memory_worker(kind: str, layers: int, steps: int, profile: str, da
             "reference_held_by": "adapter switched off" if kind == "adapters" else "separate frozen copy"}
 
 
-# glibc serves large blocks from its heap once a few have been freed (its mmap threshold rises to
-# 32 MB), and keeps freed heap memory resident: the peak resident set would then count memory the
-# process no longer uses. A fixed threshold hands every block over 128 KiB back at once, so on CPU
-# the peak follows what is allocated, as a GPU's peak allocation does.
-LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
-
-
 def reference_memory(run, sizes: Sizes) -> dict[str, Any]:
     """The two ways of holding the reference, with gradient checkpointing (as the GPU profiles train)
     and without, each measured in a fresh process so their peaks do not mix.
 
     The aim is read with checkpointing on: that is how the kit trains models of this size.
     """
+    from benchmarks.memory_planner import LIVE_MEMORY_ENV
+
     out: dict[str, Any] = {}
     for setting, checkpointing in (("checkpointing", True), ("no_checkpointing", False)):
         pair = {}

@@ -154,7 +154,7 @@ def test_the_tiny_sft_prediction_is_within_25_percent_of_a_measured_peak():
     from course_lib.tiny_base import shipped_base_dir
 
     bench = _benchmark_module()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "MALLOC_MMAP_THRESHOLD_": "131072"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **bench.LIVE_MEMORY_ENV}
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "memory_planner.py"), "--case", "tiny-base",
                           "--stage", "sft", "--folder", str(shipped_base_dir())],
                          capture_output=True, text=True, env=env, timeout=300)
