@@ -89,9 +89,11 @@ def make_dpo_trainer(cfg: DPOStageConfig, run: RunContext, callbacks: list | Non
     profile = run.profile
     inputs = dpo_inputs(cfg, run)
     args = DPOConfig(**dpo_trainer_args(cfg, profile, run.stage_dir(STAGE) / "checkpoints"))
-    trainer = length_grouped(DPOTrainer)(model=load_model(profile, str(inputs["policy"])), args=args, train_dataset=_pairs(inputs["train"]),
-                         eval_dataset=_pairs(inputs["val"]), processing_class=load_tokenizer(profile, str(inputs["policy"])),
-                         peft_config=lora_config(profile), callbacks=callbacks)
+    trainer = length_grouped(DPOTrainer)(
+        model=load_model(profile, str(inputs["policy"])), args=args, train_dataset=_pairs(inputs["train"]),
+        eval_dataset=_pairs(inputs["val"]), processing_class=load_tokenizer(profile, str(inputs["policy"])),
+        peft_config=lora_config(profile), callbacks=callbacks,
+    )
     use_full_logits_on_cpu(trainer.model)
     return attach_kit_callbacks(trainer, ComputeLedger(device=detect_device(profile.device)), cfg.progress)
 

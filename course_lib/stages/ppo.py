@@ -210,12 +210,12 @@ class PPOTrainer:
         parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.policy.train()
         self.value_model.train()
+        bonus = self.cfg.entropy_coef > 0  # the rollout logs the entropy; only a bonus needs it here
         for _ in range(self.cfg.ppo_epochs):
             order = torch.randperm(len(batch.texts), generator=torch.Generator().manual_seed(self._rng.randrange(2**31)))
             for start in range(0, len(order), self.cfg.minibatch_size):
                 mini = batch.select(order[start:start + self.cfg.minibatch_size])
                 ex, mask = mini.extras, mini.response_mask
-                bonus = self.cfg.entropy_coef > 0  # the rollout logs the entropy; only a bonus needs it here
                 logprobs, entropy = token_logprobs(self.policy, mini, self.cfg.temperature, with_entropy=bonus)
                 policy = clipped_policy_loss(logprobs, ex["logprobs"], ex["advantages"], mask, self.cfg.clip_range)
                 values = token_values(self.value_model, mini)

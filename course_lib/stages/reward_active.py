@@ -90,7 +90,7 @@ def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress: boo
         members = []
         for m in range(cfg.ensemble_size):
             model = train_reward_model(stage_cfg, run, rows, seed * 100 + m)[0]
-            # Only scored from here on: the adapter folded into the weights scores the same, without LoRA's extra matmuls.
+            # Only scored from here on: folded into the weights, the adapter scores the same without its extra matmuls.
             members.append(model.merge_and_unload() if hasattr(model, "merge_and_unload") else model)
             bar.update()
         margin = np.mean([pair_margins(m, tok, val_rows, max_length) for m in members], axis=0)
