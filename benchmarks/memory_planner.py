@@ -97,6 +97,11 @@ WARM_UP = {"training.per_device_batch_size": 1, "model.max_seq_length": 32}
 
 def run_stage(stage: str, profile, tok, ppo: dict) -> None:
     """Load the stage's model(s) as the stage does, build its trainer and take ``STEPS`` optimizer steps."""
+    with tempfile.TemporaryDirectory(prefix="memory_planner_") as output_dir:  # the trainers' output folder, removed
+        _train(stage, profile, tok, ppo, Path(output_dir))
+
+
+def _train(stage: str, profile, tok, ppo: dict, output_dir: Path) -> None:
     import torch
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
@@ -109,7 +114,7 @@ def run_stage(stage: str, profile, tok, ppo: dict) -> None:
 
     seq, rows = profile.model.max_seq_length, profile.training.per_device_batch_size * (STEPS + 1)
     conv = _filled(tok, lambda n: QUESTION + [{"role": "assistant", "content": " the" * n}], seq)  # exactly seq tokens
-    args = common_training_args(profile, output_dir=Path(tempfile.mkdtemp(prefix="memory_planner_")), max_steps=STEPS,
+    args = common_training_args(profile, output_dir=output_dir, max_steps=STEPS,
                                 learning_rate=None, batch_size=None, seed=0, report_to="none", progress=False)
     args.update(warmup_steps=0, logging_steps=100)
     if stage == "sft":
