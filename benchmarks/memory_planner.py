@@ -111,6 +111,7 @@ def _train(stage: str, profile, tok, ppo: dict, output_dir: Path) -> None:
     from course_lib.stages.lm_head import use_full_logits_on_cpu
     from course_lib.stages.ppo import PPOTrainer
     from course_lib.stages.ppo_config import PPOStageConfig
+    from course_lib.stages.reward import reward_uses_adapter
 
     seq, rows = profile.model.max_seq_length, profile.training.per_device_batch_size * (STEPS + 1)
     conv = _filled(tok, lambda n: QUESTION + [{"role": "assistant", "content": " the" * n}], seq)  # exactly seq tokens
@@ -127,7 +128,7 @@ def _train(stage: str, profile, tok, ppo: dict, output_dir: Path) -> None:
         if stage == "reward":
             trainer = RewardTrainer(model=load_model(profile, num_labels=1), args=RewardConfig(**args, max_length=seq),
                                     train_dataset=pairs, processing_class=tok,
-                                    peft_config=lora_config(profile, task_type="SEQ_CLS"))
+                                    peft_config=lora_config(profile, task_type="SEQ_CLS") if reward_uses_adapter(profile) else None)
         else:
             trainer = DPOTrainer(model=load_model(profile), args=DPOConfig(**args, max_length=seq), train_dataset=pairs,
                                  processing_class=tok, peft_config=lora_config(profile))
@@ -137,9 +138,12 @@ def _train(stage: str, profile, tok, ppo: dict, output_dir: Path) -> None:
         return
     torch.manual_seed(0)
     policy = add_lora(load_model(profile), profile)
-    value = add_lora(load_model(profile, num_labels=1), profile, "SEQ_CLS")
-    rewards = [add_lora(load_model(profile, num_labels=1, for_training=False), profile, "SEQ_CLS").eval()
-               for _ in range(ppo["reward_members"])]
+    def score_model(trainable: bool):  # the value model and the reward members: adapters, or trained whole
+        model = load_model(profile, num_labels=1, for_training=trainable)
+        return add_lora(model, profile, "SEQ_CLS") if reward_uses_adapter(profile) else model
+
+    value = score_model(trainable=True)
+    rewards = [score_model(trainable=False).eval() for _ in range(ppo["reward_members"])]
     cfg = PPOStageConfig(max_steps=STEPS, batch_size=ppo["batch_size"], minibatch_size=ppo["minibatch_size"],
                          max_new_tokens=ppo["max_new_tokens"], reward_members=ppo["reward_members"], progress=False,
                          save_steps=STEPS + 1)

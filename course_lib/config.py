@@ -70,6 +70,8 @@ class LoraSettings:
     alpha: int = field(default=32, metadata=_meta("adapter scaling numerator (scale = alpha / r)", min=1))
     dropout: float = field(default=0.05, metadata=_meta("dropout on the adapter input", min=0.0, max=0.9))
     target_modules: str = field(default="all-linear", metadata=_meta("modules to adapt ('all-linear' or a comma list)"))
+    reward: bool = field(default=True, metadata=_meta(
+        "the reward model (and PPO's value model, started from it) trains an adapter too; false trains all its weights"))
 
 
 @dataclass
@@ -162,6 +164,9 @@ class Profile:
     def __post_init__(self) -> None:
         if self.quantization.load_in_4bit and not self.lora.enabled:
             raise ConfigError("4-bit weights cannot be trained directly; set lora.enabled: true", file=self.source or None, key="lora.enabled")
+        if self.quantization.load_in_4bit and not self.lora.reward:
+            raise ConfigError("4-bit weights cannot be trained directly, and lora.reward: false trains every weight of the "
+                              "reward model; set lora.reward: true", file=self.source or None, key="lora.reward")
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as plain data (what ``config.yaml`` files hold)."""

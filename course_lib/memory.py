@@ -394,16 +394,22 @@ def plan_memory(profile: Profile | str, stage: str = "sft", model: Any = None,
         return shape.parameters * weight_bytes
 
     head = shape.hidden_size  # a scalar head; peft trains a copy of it (modules_to_save) beside the original
-    head_bytes = 2 * head * 4
-    if lora.enabled:
+    body = shape.parameters - (0 if shape.tie_word_embeddings else shape.vocab_size * shape.hidden_size)  # no LM head
+    # The reward model (and PPO's value model, started from it) trains whole where lora.reward is false.
+    score_adapter = lora.enabled and lora.reward
+    stage_adapter = score_adapter if config.stage == "reward" else lora.enabled
+    head_bytes = (2 if score_adapter else 1) * head * 4
+    if stage_adapter:
         adapter = lora_parameters(shape, lora.r, lora.target_modules)
         adapter_tensors = _lora_tensors(shape, lora.r, lora.target_modules)
         trainable_bytes = 4  # peft keeps adapters in fp32
-    else:  # full fine-tuning: the weights themselves train, in their own dtype
-        adapter, adapter_tensors, trainable_bytes = shape.parameters, [shape.parameters], weight_bytes
+    else:  # full fine-tuning: the weights themselves train, in their own dtype (a scalar-head model has no LM head)
+        adapter = body if config.stage == "reward" else shape.parameters
+        adapter_tensors, trainable_bytes = [adapter], weight_bytes
         if config.stage != "ppo":
-            notes.append("LoRA off: every weight trains (gradients and optimizer state for all of them)")
-    adapter_bytes = adapter * 4 if lora.enabled else 0  # full fine-tuning's weights are already in "weights"
+            notes.append(("LoRA off" if not lora.enabled else "lora.reward is false") +
+                         ": every weight trains (gradients and optimizer state for all of them)")
+    adapter_bytes = adapter * 4 if stage_adapter else 0  # full fine-tuning's weights are already in "weights"
 
     if config.stage in ("sft", "dpo", "reward"):
         sequences = batch * (1 if config.stage == "sft" else 2)  # a pair is two sequences (chosen, rejected)
@@ -426,10 +432,12 @@ def plan_memory(profile: Profile | str, stage: str = "sft", model: Any = None,
     else:  # the kit's PPO puts a LoRA adapter on the policy whatever lora.enabled says
         members = config.reward_members
         adapter = lora_parameters(shape, lora.r, lora.target_modules)
-        adapter_tensors, adapter_bytes, trainable_bytes = _lora_tensors(shape, lora.r, lora.target_modules), adapter * 4, 4
-        trainable = 2 * adapter + head  # the policy's adapter, the value model's adapter and head
+        adapter_tensors, adapter_bytes = _lora_tensors(shape, lora.r, lora.target_modules), adapter * 4
+        value, value_tensors = (adapter + head, adapter_tensors + [head]) if score_adapter else (body + head, [body, head])
+        value_extras = adapter_bytes + head_bytes if score_adapter else 0  # a value model trained whole is its own copy
+        trainable = adapter + value  # the policy's adapter; the value model's adapter and head, or all its weights
         weights = copy_bytes(trainable=True) * 2 + copy_bytes(trainable=False) * members \
-            + members * (adapter_bytes + head_bytes)  # frozen reward members carry their adapters and heads
+            + members * value_extras  # frozen reward members carry their adapters and heads
         rollout_seq = seq
         kv_cache = (config.ppo_batch_size * rollout_seq * shape.num_hidden_layers * 2 * shape.num_key_value_heads
                     * shape.head_dim * compute)
@@ -443,11 +451,13 @@ def plan_memory(profile: Profile | str, stage: str = "sft", model: Any = None,
             + mini * rollout_seq * shape.vocab_size * compute + 2 * mini * config.max_new_tokens * shape.vocab_size * 4
         value_pass = _training_activations(shape, mini, rollout_seq, compute, train.gradient_checkpointing, dropout,
                                            vocab_logits=False, fused=False)
-        parts = {"weights": weights, "lora": 2 * adapter_bytes + head_bytes, "gradients": trainable * trainable_bytes,
-                 "optimizer": optimizer_bytes("adamw_torch", adapter_tensors * 2 + [head]),
+        parts = {"weights": weights, "lora": adapter_bytes + value_extras,
+                 "gradients": adapter * 4 + value * (4 if score_adapter else weight_bytes),
+                 "optimizer": optimizer_bytes("adamw_torch", adapter_tensors + value_tensors),
                  "activations": max(rollout, policy_pass + value_pass)}
         notes.append(f"holds {2 + members} copies of the SFT weights: policy (its adapter off is the reference), value "
-                     f"model, {members} reward member(s); AdamW (fp32) over the policy's and the value model's adapters")
+                     f"model, {members} reward member(s); AdamW (fp32) over the policy's adapter and the value model's "
+                     + ("adapter" if score_adapter else "weights (trained whole: lora.reward is false)"))
         notes.append(f"rollout: {config.ppo_batch_size} prompts up to {rollout_seq} tokens; update: minibatches of {mini}")
     if four_bit:
         notes.append(f"4-bit {profile.quantization.quant_type}: {four_bit_bytes(1, profile.quantization.double_quant):.3f} "

@@ -20,6 +20,8 @@ def test_shipped_profiles_load_and_validate():
     tiny = load_profile("tiny-cpu")
     assert tiny.name == "tiny-cpu" and tiny.model.name == "tiny-base"
     assert tiny.quantization.load_in_4bit is False and tiny.device == "cpu"
+    # A 2.6M-parameter reward model's adapters do not learn to read the question (docs/preference_feasibility.md).
+    assert tiny.lora.enabled and tiny.lora.reward is False
 
 
 def test_gpu_qlora_profile_is_a_qlora_recipe():
@@ -27,7 +29,7 @@ def test_gpu_qlora_profile_is_a_qlora_recipe():
     q = gpu.quantization
     assert (q.load_in_4bit, q.quant_type, q.double_quant, q.compute_dtype) == (True, "nf4", True, "auto")
     assert gpu.model.dtype == "auto"  # bf16 or fp16, chosen for the GPU (course_lib.preflight.choose_precision)
-    assert gpu.lora.enabled and gpu.lora.target_modules == "all-linear"
+    assert gpu.lora.enabled and gpu.lora.reward and gpu.lora.target_modules == "all-linear"
     assert gpu.lora.r > 0 and gpu.lora.alpha > 0 and 0 <= gpu.lora.dropout < 1
     assert gpu.training.gradient_checkpointing and gpu.training.optim == "paged_adamw_8bit"
     assert "/" in gpu.model.name  # a hub id
@@ -54,6 +56,7 @@ def test_ints_are_accepted_for_floats(tmp_path):
         ("quantization:\n  load_in_4bit: yes-please\n", "quantization.load_in_4bit", "expected bool"),
         ("budgets: 3\n", "budgets", "expected a mapping"),
         ("quantization:\n  load_in_4bit: true\nlora:\n  enabled: false\n", "lora.enabled", "cannot be trained"),
+        ("quantization:\n  load_in_4bit: true\nlora:\n  reward: false\n", "lora.reward", "cannot be trained"),
     ],
 )
 def test_bad_profiles_name_file_key_and_expectation(tmp_path, text, key, expected):

@@ -92,6 +92,16 @@ def _gain_over_sft(model, tok, evals, sft) -> dict:
     return paired_difference([r["score"] for r in after["rows"]], [r["score"] for r in sft["rows"]], seed=PREF_SEED)
 
 
+def test_the_reward_models_read_the_question(preference_run):
+    """The ensemble prefers a prompt's own good answer to another prompt's: 0.87, 0.89, 0.93 over three seeds, no
+    domain under 0.78 (docs/preference_feasibility.md). As LoRA adapters on this base they scored about 0.5."""
+    import json
+
+    run = preference_run[0]
+    swap = json.loads((run.stage_dir("reward") / "metrics.json").read_text())["answer_swap"]
+    assert swap["own_preferred_rate"] >= 0.75 and min(swap["by_domain"].values()) >= 0.65, swap
+
+
 def test_dpo_raises_the_gold_score_over_sft(preference_run):
     """The DPO stage at its defaults (tiny-cpu: 30 steps of 16 pairs). Measured on three seeds: +0.045,
     +0.050, +0.046, every CI above zero (docs/preference_feasibility.md)."""
@@ -107,8 +117,8 @@ def test_dpo_raises_the_gold_score_over_sft(preference_run):
 def test_rloo_raises_the_reward_models_score_of_its_rollouts(preference_run, tmp_path):
     """RLOO learns what the reward model asks for.
 
-    Its gold gain is positive on one seed of three: the policy also lets what the reward model checks
-    loosely (the triage level) drift, and trades correctness for format (docs/preference_feasibility.md).
+    Its gold gain over three seeds is +0.014, +0.058 and +0.042, the last two with CIs above zero
+    (docs/preference_feasibility.md): not yet on every seed, so it is not asserted here.
     """
     from course_lib.trials import rloo_trial
 
@@ -125,14 +135,14 @@ FORM_PARTS = (("medical", "safety"), ("medical", "format"), ("code", "format"), 
 
 
 def test_ppo_learns_what_its_reward_models_reward_at_bounded_kl(preference_run):
-    """The kit's PPO at the stage's defaults (tiny-cpu: 30 iterations): the reward models' score rises, the KL
-    stays bounded, and the habits the reward encodes are fixed: the mean of the gold judge's form parts rises by
-    +0.28 to +0.32 over three seeds (docs/preference_feasibility.md). Asserted on seed 0 with margins.
+    """The kit's PPO at the stage's defaults (tiny-cpu: 30 iterations): the reward models' score rises (by 1.2 to
+    1.8 over three seeds, first five iterations to last five), the KL stays bounded, and the habits the reward
+    encodes are fixed: the mean of the gold judge's form parts rises by +0.30 to +0.35 (docs/
+    preference_feasibility.md). Asserted on seed 0 with margins.
 
-    The gold score itself is not asserted: the reward models do not read the question, so PPO also lets
-    correctness drift, and its gold gain over three seeds is -0.031, +0.032, -0.003, every CI across zero. Seed
-    0's gain is a draw from that spread: the same code gave +0.043 before a change that moved its float rounding
-    alone (the first four iterations equal to 1e-6, the trajectories apart from there).
+    The gold score itself is not asserted: the reward models read the question (answer-swap probe about 0.9), yet
+    PPO still finds stock replies they score too well on some runs, and its gold gain over three seeds is +0.019,
+    +0.076 (CI above zero) and -0.017.
     """
     from course_lib.generation import gold_evaluate
     from course_lib.stages import PPOStageConfig, make_ppo_trainer
@@ -141,7 +151,7 @@ def test_ppo_learns_what_its_reward_models_reward_at_bounded_kl(preference_run):
     trainer = make_ppo_trainer(PPOStageConfig(seed=PREF_SEED, progress=False), run.variant("ppo"))
     history = trainer.train()
     rewards = [h["reward"] for h in history]
-    assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 1.0, rewards
+    assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.6, rewards
     assert sum(h["kl"] for h in history[-5:]) / 5 < 4.0, [h["kl"] for h in history]
     after = gold_evaluate(trainer.policy, tok, evals, max_new_tokens=ROLLOUT_TOKENS)
 

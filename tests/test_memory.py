@@ -54,12 +54,15 @@ def test_parameter_and_lora_counts_match_transformers_and_peft_on_a_tiny_model()
         peft_model = get_peft_model(LlamaForCausalLM(config), lora_config(profile))
         trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
         assert lora_parameters(shape, 4, targets) == trainable
-    # The reward model: the adapter plus a trainable scalar head.
-    profile = load_profile("tiny-cpu", {"lora.r": 4})
+    # The reward model, where it trains an adapter: the adapter plus a trainable scalar head.
+    profile = load_profile("tiny-cpu", {"lora.r": 4, "lora.reward": True})
     config.num_labels = 1
     reward = get_peft_model(LlamaForSequenceClassification(config), lora_config(profile, task_type="SEQ_CLS"))
     trainable = sum(p.numel() for p in reward.parameters() if p.requires_grad)
     assert plan_memory(profile, "reward", model=config).trainable == trainable
+    whole = LlamaForSequenceClassification(config)  # trained whole (tiny-cpu): every weight and the head
+    whole_plan = plan_memory(load_profile("tiny-cpu", {"lora.r": 4}), "reward", model=config)
+    assert whole_plan.trainable == sum(p.numel() for p in whole.parameters())
 
 
 def test_optimizer_state_bytes():
@@ -162,3 +165,19 @@ def test_the_tiny_sft_prediction_is_within_25_percent_of_a_measured_peak():
     measured = json.loads(out.stdout.strip().splitlines()[-1])["measured_bytes"]
     predicted = bench.predict("tiny-base", "sft", shipped_base_dir(), 0)["total_gib"] * 2**30
     assert abs(predicted - measured) / measured <= 0.25, (predicted / 2**20, measured / 2**20)
+
+
+def test_a_reward_model_trained_whole_plans_every_weight_in_the_reward_stage_and_the_value_model():
+    adapter, whole = (load_profile("tiny-cpu", {"lora.reward": flag}) for flag in (True, False))
+    reward_a, reward_w = plan_memory(adapter, "reward"), plan_memory(whole, "reward")
+    assert 0 < reward_w.trainable - reward_w.parameters <= 1024  # every weight and the scalar head
+    assert reward_a.trainable < reward_w.trainable / 4
+    assert reward_w.parts["lora"] < reward_a.parts["lora"] / 10  # the head alone
+    assert reward_w.parts["optimizer"] > 4 * reward_a.parts["optimizer"]
+    assert any("lora.reward is false" in note for note in reward_w.notes)
+    assert plan_memory(whole, "sft").parts == plan_memory(adapter, "sft").parts  # the other stages keep their adapters
+    ppo_a, ppo_w = plan_memory(adapter, "ppo"), plan_memory(whole, "ppo")
+    # The value model: all its weights instead of the reward model's adapter and head.
+    assert ppo_w.trainable - ppo_a.trainable == reward_w.trainable - reward_a.trainable
+    assert ppo_w.parts["gradients"] > ppo_a.parts["gradients"] and ppo_w.parts["lora"] < ppo_a.parts["lora"]
+    assert any("trained whole" in note for note in ppo_w.notes)

@@ -67,7 +67,7 @@ def test_two_processes_train_sft_reward_and_dpo_and_one_process_reuses_them(tmp_
     assert (run.stage_dir("sft") / "merged" / "model.safetensors").is_file()
     reward = json.loads((run.stage_dir("reward") / "metrics.json").read_text())
     assert len(reward["member_accuracy"]) == 2 and 0 <= reward["accuracy"] <= 1
-    assert all((run.stage_dir("reward") / f"member_{i}" / "adapter_model.safetensors").is_file() for i in (0, 1))
+    assert all((run.stage_dir("reward") / f"member_{i}" / "model.safetensors").is_file() for i in (0, 1))  # trained whole
     dpo = json.loads((run.stage_dir("dpo") / "metrics.json").read_text())
     assert dpo["global_step"] == 2 and dpo["implicit_reward_accuracy"] is not None and dpo["gold_gain"] is not None
     assert (run.stage_dir("dpo") / "merged" / "model.safetensors").is_file()

@@ -128,13 +128,17 @@ def test_dropout_is_off_so_an_update_starts_from_a_ratio_of_one(trained_run, tmp
     assert stats["ratio_mean"] == pytest.approx(1.0, abs=1e-5) and stats["clip_fraction"] == 0.0
 
 
-def test_a_stopped_run_resumes_from_its_checkpoint_and_the_value_model_reloads(trained_run):
-    from peft import PeftModel
-
-    from course_lib.models import load_model
+@pytest.mark.parametrize("value_adapter", [False, True], ids=["value-model-whole", "value-model-adapter"])
+def test_a_stopped_run_resumes_from_its_checkpoint_and_the_value_model_reloads(trained_run, value_adapter):
+    from course_lib.config import load_profile
     from course_lib.rl import token_values
+    from course_lib.stages.reward import load_score_model
 
-    run = trained_run.variant("resume")
+    run = trained_run.variant(f"resume-{value_adapter}")
+    if value_adapter:  # the reward model (the value model's start) as a LoRA adapter, as on a GPU profile
+        run = RunContext(run_dir=run.run_dir, profile=load_profile("tiny-cpu", {"lora.reward": True}), parent=trained_run)
+        run_reward(RewardStageConfig(max_steps=2, ensemble_size=2, length_probe_pairs=2, bootstrap_resamples=100,
+                                     progress=False), run)
     cfg = PPOStageConfig(max_steps=4, save_steps=2, **QUICK)
     seen: list[int] = []
 
@@ -156,8 +160,8 @@ def test_a_stopped_run_resumes_from_its_checkpoint_and_the_value_model_reloads(t
     assert run_ppo(cfg, run).skipped
 
     value_dir = result.output_dir / "value_model"
-    base = load_model(run.profile, str(trained_run.stage_dir("sft") / "merged"), num_labels=1, for_training=False)
-    value_model = PeftModel.from_pretrained(base, str(value_dir)).eval()
+    assert (value_dir / ("adapter_model.safetensors" if value_adapter else "model.safetensors")).is_file()
+    value_model = load_score_model(run.profile, trained_run.stage_dir("sft") / "merged", value_dir)
     trainer = make_ppo_trainer(PPOStageConfig(**QUICK), run)
     batch, _ = trainer.rollout()
     with torch.no_grad():

@@ -107,7 +107,7 @@ def test_reward_stage_outputs_and_metrics(trained_run):
     assert len(m["calibration"]["predicted"]) == len(m["calibration"]["observed"]) and 0 <= m["calibration"]["ece"] <= 1
     rows = [json.loads(line) for line in (result.output_dir / "pair_scores.jsonl").read_text().splitlines()]
     assert rows and all(len(r["margins"]) == 2 for r in rows)
-    assert (result.output_dir / "member_1" / "adapter_model.safetensors").is_file()
+    assert (result.output_dir / "member_1" / "model.safetensors").is_file()  # tiny-cpu trains reward models whole
 
 
 def test_scores_come_back_in_the_conversations_order(trained_run):
@@ -155,6 +155,59 @@ def test_bradley_terry_by_hand_equals_the_trainer(trained_run):
         by_hand = -torch.nn.functional.logsigmoid(r_chosen - r_rejected).mean()
         by_hand += trainer.args.center_rewards_coefficient * ((r_chosen + r_rejected) ** 2).mean()
         assert torch.allclose(by_hand, trainer.compute_loss(model, dict(batch)), atol=1e-6)
+
+
+def test_answer_swap_pairs_set_a_prompts_good_answer_against_another_prompts(trained_run):
+    from course_lib.stages.reward import answer_swap_pairs, preference_rows
+
+    rows = preference_rows(trained_run, "prefs_train.jsonl")
+    by_id = {r["id"]: r for r in rows}
+    fixed, drawn = answer_swap_pairs(rows), answer_swap_pairs(rows, seed=0)
+    for swaps in (fixed, drawn):
+        assert len(swaps) >= 0.8 * len(rows)
+        for swap in swaps:
+            own = by_id[swap["id"].removesuffix("-swap")]
+            assert swap["prompt"] == own["prompt"] and swap["chosen"] == own["chosen"] and swap["domain"] == own["domain"]
+            others = [r for r in rows if r["domain"] == own["domain"] and r["prompt"] != own["prompt"]]
+            assert swap["rejected"] != own["chosen"] and swap["rejected"] in [r["chosen"] for r in others]
+    assert answer_swap_pairs(rows, seed=0) == drawn and drawn != fixed
+
+
+@pytest.mark.parametrize("adapter", [True, False])
+def test_the_reward_model_trains_an_adapter_or_every_weight_as_the_profile_says(trained_run, tmp_path, adapter):
+    from course_lib.config import load_profile
+    from course_lib.stages.reward import answer_swap_pairs, preference_rows
+
+    run = RunContext(run_dir=trained_run.run_dir, profile=load_profile("tiny-cpu", {"lora.reward": adapter}))
+    trainer = make_reward_trainer(RewardStageConfig(max_steps=1, swap_pairs=0.5, seed=3), run, output_dir=tmp_path,
+                                  progress=False)
+    rows = preference_rows(run, "prefs_train.jsonl")
+    assert len(trainer.train_dataset) == len(rows) + round(0.5 * len(answer_swap_pairs(rows, seed=3)))
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    lr = run.profile.training.learning_rate
+    if adapter:
+        assert trainable < 0.25 * total and trainer.args.learning_rate == lr
+    else:  # every weight, at a fifth of the profile's learning rate
+        assert trainable == total and trainer.args.learning_rate == pytest.approx(lr / 5)
+
+
+def test_a_score_model_saved_over_one_of_the_other_form_loads_as_saved(trained_run, tmp_path):
+    """A profile changed between runs: whole weights saved where an adapter was (or the reverse) replace it."""
+    from course_lib.config import load_profile
+    from course_lib.stages.reward import load_score_model, save_score_model
+
+    folder, sft_dir = tmp_path / "member_0", trained_run.stage_dir("sft") / "merged"
+    for adapter in (True, False, True):
+        run = RunContext(run_dir=trained_run.run_dir, profile=load_profile("tiny-cpu", {"lora.reward": adapter}))
+        trainer = make_reward_trainer(RewardStageConfig(max_steps=1, seed=int(adapter)), run, output_dir=tmp_path / "ckpt",
+                                      progress=False)
+        save_score_model(trainer.model, folder)
+        assert (folder / "adapter_config.json").is_file() == adapter and (folder / "model.safetensors").is_file() != adapter
+        inputs = trainer.processing_class(["Triage: urgent."], return_tensors="pt")
+        with torch.no_grad():  # each save draws a new head: equal scores mean this save was loaded
+            expected = trainer.model.eval()(**inputs).logits
+            assert torch.allclose(load_score_model(run.profile, sft_dir, folder)(**inputs).logits, expected, atol=1e-5)
 
 
 def test_stages_without_inputs_say_what_is_missing_and_who_makes_it(tmp_path, small_data):

@@ -11,7 +11,8 @@ The models, with one copy of the SFT weights for policy and reference:
 
 - policy: the merged SFT model with a fresh LoRA adapter; the **reference is the same model
   with the adapter switched off**, which is exactly the SFT model (DESIGN.md, "The reference model");
-- value model: the reward model (SFT body, reward head and its LoRA) trained further, saved at the end;
+- value model: the reward model (SFT body, reward head and its LoRA, or all its weights where the
+  profile trains reward models whole) trained further, saved at the end;
 - reward model: notebook 03's, frozen.
 
 Notebook 04 builds the trainer with :func:`make_ppo_trainer`, calls ``trainer.train()`` and
@@ -46,7 +47,7 @@ from .policy import before_and_after, gold_prompts, save_policy
 from .ppo_config import PPOStageConfig
 from .reward import PRODUCER as REWARD_PRODUCER
 from .reward import STAGE as REWARD_STAGE
-from .reward import SFT_PRODUCER, ensemble_scores, load_reward_model
+from .reward import SFT_PRODUCER, ensemble_scores, load_reward_model, save_score_model, score_model_learning_rate
 
 STAGE = "ppo"
 CHECKPOINT_STATE = "trainer_state.pt"
@@ -84,6 +85,7 @@ class PPOTrainer:
                  prompts: list[dict[str, Any]], output_dir: Path, callbacks: list[Callable[[dict], None]] | None = None,
                  reward_fn: Callable[[list[dict], list[str]], Any] | None = None):
         import torch
+        from peft import PeftModel
         from trl.trainer.utils import disable_dropout_in_model
 
         if (reward_model is None) == (reward_fn is None):
@@ -104,7 +106,7 @@ class PPOTrainer:
         self.kl_controller = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl
                               else FixedKLController(cfg.kl_coef))
         policy_lr = cfg.learning_rate or profile.training.learning_rate / 10
-        value_lr = cfg.value_learning_rate or profile.training.learning_rate
+        value_lr = cfg.value_learning_rate or score_model_learning_rate(profile, isinstance(value_model, PeftModel))
         self.optimizer = torch.optim.AdamW([
             {"params": [p for p in policy.parameters() if p.requires_grad], "lr": policy_lr},
             {"params": [p for p in value_model.parameters() if p.requires_grad], "lr": value_lr},
@@ -311,12 +313,16 @@ class PPOTrainer:
     def load_checkpoint(self, folder: Path) -> None:
         """Restore everything :meth:`save_checkpoint` wrote."""
         import torch
-        from peft import set_peft_model_state_dict
+        from peft import PeftModel, set_peft_model_state_dict
         from peft.utils import load_peft_weights
+        from safetensors.torch import load_file
 
         folder = Path(folder)
         set_peft_model_state_dict(self.policy, load_peft_weights(str(folder / "policy")))
-        set_peft_model_state_dict(self.value_model, load_peft_weights(str(folder / "value_model")))
+        if isinstance(self.value_model, PeftModel):
+            set_peft_model_state_dict(self.value_model, load_peft_weights(str(folder / "value_model")))
+        else:  # a reward model that trained all its weights (lora.reward: false)
+            self.value_model.load_state_dict(load_file(str(folder / "value_model" / "model.safetensors")))
         state = torch.load(folder / CHECKPOINT_STATE, weights_only=True)
         self.step = state["step"]
         self.optimizer.load_state_dict(state["optimizer"])
@@ -389,7 +395,7 @@ def finish_ppo(trainer: PPOTrainer, cfg: PPOStageConfig, run: RunContext) -> Sta
                                 kl_temperature=cfg.temperature)
     samples = measured.pop("samples")
     save_policy(trainer.policy, tok, out, profile, inputs["sft"])
-    trainer.value_model.save_pretrained(out / "value_model", safe_serialization=True)
+    save_score_model(trainer.value_model, out / "value_model")
     history = trainer.history
     last = history[-min(5, len(history)):]
     metrics = {

@@ -1,7 +1,8 @@
 """The reward-model stage: TRL's ``RewardTrainer`` on the SFT model, judged against gold.
 
-A scalar head on the merged SFT model, trained with LoRA (the head itself fully trainable)
-on preference pairs. Two ways in, one stage folder out: notebook 03 builds the first
+A scalar head on the merged SFT model, trained with LoRA (the head itself fully trainable), or
+whole where the profile says so (``lora.reward: false``: tiny-cpu), on preference pairs and on
+answer-swap pairs (a prompt's good answer against another prompt's: reading the question). Two ways in, one stage folder out: notebook 03 builds the first
 model's trainer in plain sight (:func:`make_reward_trainer`), trains it and hands it to
 :func:`finish_reward`; the track and the pipeline call :func:`run_reward`, which does the
 same with a cache. Besides the model, the stage measures what a reward model gets wrong:
@@ -13,6 +14,7 @@ calibration curve. Writes ``runs/<name>/reward/member_<i>/`` (adapters) and
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import tempfile
 import warnings
@@ -152,6 +154,29 @@ def ensemble_scores(models: Sequence[Any], tokenizer, conversations: Sequence[li
     return np.stack([score_conversations(m, tokenizer, conversations, max_length, batch_size) for m in models])
 
 
+def answer_swap_pairs(pairs: Sequence[dict[str, Any]], seed: int | None = None) -> list[dict[str, Any]]:
+    """Pairs that only a model reading the question can order: a prompt's good answer (chosen)
+    against a good answer written for another prompt of the same domain (rejected).
+
+    Args:
+        pairs: TRL preference rows with a ``domain``.
+        seed: None pairs each prompt with the next one of its domain (the probe's fixed pairs);
+            a seed draws the other prompt at random (training pairs).
+
+    Returns:
+        One row per pair whose partner has another prompt and another good answer.
+    """
+    rng = None if seed is None else random.Random(seed)
+    out = []
+    for domain in sorted({p["domain"] for p in pairs}):
+        rows = [p for p in pairs if p["domain"] == domain]
+        others = rows[1:] + rows[:1] if rng is None else rng.sample(rows, len(rows))
+        for row, other in zip(rows, others):
+            if other["chosen"][-1]["content"] != row["chosen"][-1]["content"] and other["prompt"] != row["prompt"]:
+                out.append({**row, "id": f"{row['id']}-swap", "rejected": other["chosen"]})
+    return out
+
+
 def answer_swap_probe(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str, Any]], max_length: int) -> dict[str, Any]:
     """Does the reward check a reply against its prompt, or only the reply's form?
 
@@ -163,14 +188,10 @@ def answer_swap_probe(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str
     Returns:
         ``{"own_preferred_rate": float, "by_domain": {domain: rate}, "pairs": n}``.
     """
-    own, swapped, domains = [], [], []
-    for domain in sorted({p["domain"] for p in pairs}):
-        rows = [p for p in pairs if p["domain"] == domain]
-        for row, other in zip(rows, rows[1:] + rows[:1]):
-            if other["chosen"][-1]["content"] != row["chosen"][-1]["content"]:
-                own.append(row["prompt"] + row["chosen"])
-                swapped.append(row["prompt"] + other["chosen"])
-                domains.append(domain)
+    swaps = answer_swap_pairs(pairs)
+    own = [p["prompt"] + p["chosen"] for p in swaps]
+    swapped = [p["prompt"] + p["rejected"] for p in swaps]
+    domains = [p["domain"] for p in swaps]
     if not own:
         return {"own_preferred_rate": None, "by_domain": {}, "pairs": 0}
     diff = (ensemble_scores(models, tokenizer, own, max_length)
@@ -211,27 +232,77 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
     sft_dir = run.artifact("sft", "merged", SFT_PRODUCER)
     rows = preference_rows(run, cfg.train_file) if rows is None else rows
     progress = cfg.progress if progress is None else progress
+    seed = cfg.seed if seed is None else seed
+    adapter = reward_uses_adapter(profile)
+    learning_rate = cfg.learning_rate or score_model_learning_rate(profile, adapter)
     args = RewardConfig(
         **common_training_args(profile, output_dir=output_dir or run.stage_dir(STAGE) / "member_0" / "checkpoints",
-                               max_steps=cfg.max_steps or profile.budgets.reward, learning_rate=cfg.learning_rate,
-                               batch_size=cfg.batch_size, seed=cfg.seed if seed is None else seed,
+                               max_steps=cfg.max_steps or profile.budgets.reward, learning_rate=learning_rate,
+                               batch_size=cfg.batch_size, seed=seed,
                                report_to=cfg.report_to, save_steps=cfg.save_steps, progress=progress),
         max_length=profile.model.max_seq_length,
         center_rewards_coefficient=0.01,
         include_num_input_tokens_seen="non_padding",
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )
+    if cfg.swap_pairs:  # teach it to read the question: the curated pairs differ only within one prompt's answers
+        swaps = answer_swap_pairs(rows, seed)
+        rows = rows + random.Random(seed).sample(swaps, round(cfg.swap_pairs * len(swaps)))
     train = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
     # The head is new, so transformers reports score.weight as missing: expected, and said once in notebook 03.
     model = load_model(profile, str(sft_dir), num_labels=1)
     trainer = length_grouped(RewardTrainer)(  # random batches of these pairs are half padding
         model=model, args=args, train_dataset=train, processing_class=load_tokenizer(profile, str(sft_dir)),
-        peft_config=lora_config(profile, task_type="SEQ_CLS") if profile.lora.enabled else None, callbacks=callbacks,
+        peft_config=lora_config(profile, task_type="SEQ_CLS") if adapter else None, callbacks=callbacks,
     )
     device = detect_device(profile.device)
     if profile.quantization.load_in_4bit and device == "cpu":
         _head_in_float32(trainer.model)
     return attach_kit_callbacks(trainer, ComputeLedger(device=device), progress)
+
+
+def reward_uses_adapter(profile) -> bool:
+    """Whether the reward model trains a LoRA adapter (``lora.enabled`` and ``lora.reward``) or all its weights."""
+    return profile.lora.enabled and profile.lora.reward
+
+
+def score_model_learning_rate(profile, adapter: bool) -> float:
+    """The default learning rate of a reward or value model: the profile's for an adapter, a fifth of it
+    for all weights (a step that suits an adapter makes a whole tiny model's loss jump)."""
+    return profile.training.learning_rate / (1 if adapter else 5)
+
+
+def save_score_model(model, folder: Path) -> None:
+    """Save a reward or value model (an adapter and head, or all weights) into ``folder``.
+
+    The weights an earlier run left there go first: a folder holding both an adapter and whole weights
+    would load as whichever :func:`load_score_model` looks for first (a profile changed between runs).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for pattern in ("adapter_config.json", "adapter_model.*", "README.md", "config.json", "model*.safetensors*"):
+        for old in folder.glob(pattern):
+            old.unlink()
+    model.save_pretrained(folder, safe_serialization=True)
+
+
+def load_score_model(profile, sft_dir: Path, folder: Path, trainable: bool = False):
+    """A saved reward or value model: an adapter on the SFT model, or a whole model (``lora.reward: false``).
+
+    Args:
+        profile: the run's profile (precision, device).
+        sft_dir: the merged SFT model an adapter sits on.
+        folder: the saved model's folder.
+        trainable: load it for further training instead of frozen, in eval mode.
+    """
+    if not (Path(folder) / "adapter_config.json").is_file():
+        model = load_model(profile, str(folder), num_labels=1, for_training=trainable)
+        return model if trainable else model.eval()
+    from peft import PeftModel
+
+    base = load_model(profile, str(sft_dir), num_labels=1, for_training=trainable)
+    model = PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
+    return model if trainable else model.eval()
 
 
 def _head_in_float32(model) -> None:
@@ -268,7 +339,7 @@ def train_reward_model(cfg: RewardStageConfig, run: RunContext, rows: list[dict[
                       if out_dir is not None and stage_digest is not None else None)
         trainer.train(resume_from_checkpoint=checkpoint)
         if out_dir is not None and is_main_process():
-            trainer.model.save_pretrained(out_dir, safe_serialization=True)
+            save_score_model(trainer.model, out_dir)
     finally:
         if out_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -280,27 +351,22 @@ def _losses(trainer) -> list[float]:
 
 
 def load_reward_model(run: RunContext, member: int = 0, trainable: bool = False):
-    """The trained reward model (SFT model + reward head adapter), ready to score (``03b``).
+    """The trained reward model (the SFT model with its head and adapter, or all weights trained), ready to score (``03b``).
 
     Args:
         run: the run whose reward stage trained it.
         member: which ensemble member.
-        trainable: load its adapter and head for further training (PPO's value model starts here)
+        trainable: load its trained weights for further training (PPO's value model starts here)
             instead of frozen, in eval mode.
     """
-    from peft import PeftModel
-
-    sft_dir = run.artifact("sft", "merged", SFT_PRODUCER)
-    adapter = run.artifact(STAGE, f"member_{member}", PRODUCER)
-    base = load_model(run.profile, str(sft_dir), num_labels=1, for_training=trainable)
-    model = PeftModel.from_pretrained(base, str(adapter), is_trainable=trainable)
-    return model if trainable else model.eval()
+    return load_score_model(run.profile, run.artifact("sft", "merged", SFT_PRODUCER),
+                            run.artifact(STAGE, f"member_{member}", PRODUCER), trainable)
 
 
 def load_reward_ensemble(run: RunContext) -> list[Any]:
     """Every member the run's reward stage trained (``member_0``, ``member_1``, ...), ready to score."""
     folder = run.artifact(STAGE, "member_0", PRODUCER).parent
-    return [load_reward_model(run, member) for member in range(len(list(folder.glob("member_*/adapter_config.json"))))]
+    return [load_reward_model(run, member) for member in range(len(list(folder.glob("member_*/*.safetensors"))))]
 
 
 def reward_inputs(cfg: RewardStageConfig, run: RunContext) -> dict[str, Path]:
@@ -335,7 +401,7 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext, resumed_from
     digest = stage_hash(cfg, profile, inputs)
     max_length = profile.model.max_seq_length
     tok = trainer.processing_class
-    sft_info = json.loads((run.stage_dir("sft") / "stage_info.json").read_text())
+    sft_info = json.loads((inputs["sft"].parent / "stage_info.json").read_text())  # a variant reads its parent's SFT
     check_same_tokenizer({"sft": sft_info["tokenizer_fingerprint"], "reward": tokenizer_fingerprint(tok)})
     train_rows = preference_rows(run, cfg.train_file)
     val_rows = preference_rows(run, "prefs_val.jsonl")
@@ -345,7 +411,7 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext, resumed_from
         raise DataError("no validation pair has a gold preference (all ties)", file=inputs["val"])
 
     if is_main_process():
-        trainer.model.save_pretrained(out / "member_0", safe_serialization=True)
+        save_score_model(trainer.model, out / "member_0")
     members = [(trainer.model, ledger_of(trainer).summary(), _losses(trainer))]
     for member in range(1, cfg.ensemble_size):
         members.append(train_reward_model(cfg, run, train_rows, cfg.seed + member, out / f"member_{member}",

@@ -12,16 +12,17 @@ class RewardStageConfig:
     """Reward modelling with TRL's ``RewardTrainer``: a scalar head on the SFT model.
 
     Parameters that control training:
-        max_steps, learning_rate, batch_size, group_by_length, seed, ensemble_size, save_steps, resume.
+        max_steps, learning_rate, batch_size, group_by_length, swap_pairs, seed, ensemble_size, save_steps, resume.
     Parameters that control evaluation:
         kfold, bootstrap_resamples, calibration_bins, length_probe_pairs.
     ``None`` means "take it from the profile".
     """
 
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps per model; None = the profile's budgets.reward", "min": 1})
-    learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate; None = the profile's", "above": 0, "below": 1})
+    learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate; None = the profile's (a fifth of it for a model trained whole: lora.reward false)", "above": 0, "below": 1})
     batch_size: int | None = field(default=None, metadata={"help": "preference pairs per device per step; None = the profile's", "min": 1})
     group_by_length: bool = field(default=True, metadata={"help": "batch pairs of similar length (random batches of the curated pairs are half padding)"})
+    swap_pairs: float = field(default=1.0, metadata={"help": "share of training prompts that also get an answer-swap pair: its good answer against another prompt's (teaches reading the question); 0 = off", "min": 0, "max": 1})
     ensemble_size: int = field(default=1, metadata={"help": "reward models trained with different seeds (uncertainty per pair)", "min": 1})
     kfold: int = field(default=0, metadata={"help": "folds for cross-validated accuracy on the training pairs; 0 = off", "min": 0})
     bootstrap_resamples: int = field(default=2000, metadata={"help": "resamples of the accuracy's bootstrap CI", "min": 1})
