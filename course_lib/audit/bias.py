@@ -495,7 +495,7 @@ def probe_run(run, probes: Sequence[Mapping[str, Any]] | None = None, *, n_group
         if not run.profile.quantization.load_in_4bit:
             # Scoring only: the adapter merged into the weights scores ~1.8x faster (not done into 4-bit weights,
             # which would round the adapter away).
-            members = [m.merge_and_unload() for m in members]
+            members = [m.merge_and_unload() if hasattr(m, "merge_and_unload") else m for m in members]  # whole: as is
         tokenizer = load_tokenizer(run.profile, str(run.artifact("sft", "merged", SFT_PRODUCER)))
         scorer = ensemble_scorer(members, tokenizer, run.profile.model.max_seq_length)
     return run_bias_probes(probes, run_policies(run), scorer, profile=run.profile, seed=seed, **kwargs)
