@@ -2,14 +2,15 @@
 
 A scalar head on the merged SFT model, trained with LoRA (the head itself fully trainable), or
 whole where the profile says so (``lora.reward: false``: tiny-cpu), on preference pairs and on
-answer-swap pairs (a prompt's good answer against another prompt's: reading the question). Two ways in, one stage folder out: notebook 03 builds the first
-model's trainer in plain sight (:func:`make_reward_trainer`), trains it and hands it to
-:func:`finish_reward`; the track and the pipeline call :func:`run_reward`, which does the
-same with a cache. Besides the model, the stage measures what a reward model gets wrong:
-held-out accuracy against the gold judge with a bootstrap CI, optional k-fold accuracy,
-an optional seed ensemble giving an uncertainty per pair, a length-bias probe, and a
-calibration curve. Writes ``runs/<name>/reward/member_<i>/`` (adapters) and
-``pair_scores.jsonl``. Introduced in ``03_reward_model``.
+answer-swap pairs (a prompt's good answer against another prompt's: reading the question).
+Two ways in, one stage folder out: notebook 03 builds the first model's trainer in plain sight
+(:func:`make_reward_trainer`), trains it and hands it to :func:`finish_reward`; the track and
+the pipeline call :func:`run_reward`, which does the same with a cache. Besides the model, the
+stage measures what a reward model gets wrong: held-out accuracy against the gold judge with a
+bootstrap CI, optional k-fold accuracy, an optional seed ensemble giving an uncertainty per
+pair, a length-bias probe, the answer-swap probe, and a calibration curve. Writes
+``runs/<name>/reward/member_<i>/`` (adapters or whole models) and ``pair_scores.jsonl``.
+Introduced in ``03_reward_model``.
 """
 from __future__ import annotations
 
@@ -366,7 +367,8 @@ def load_reward_model(run: RunContext, member: int = 0, trainable: bool = False)
 def load_reward_ensemble(run: RunContext) -> list[Any]:
     """Every member the run's reward stage trained (``member_0``, ``member_1``, ...), ready to score."""
     folder = run.artifact(STAGE, "member_0", PRODUCER).parent
-    return [load_reward_model(run, member) for member in range(len(list(folder.glob("member_*/*.safetensors"))))]
+    members = [d for d in folder.glob("member_*") if any(d.glob("*.safetensors"))]  # an adapter or whole weights
+    return [load_reward_model(run, member) for member in range(len(members))]
 
 
 def reward_inputs(cfg: RewardStageConfig, run: RunContext) -> dict[str, Path]:
