@@ -449,7 +449,9 @@ def qlora_memory_report(profile: Profile, path: str | None = None) -> dict[str, 
     from dataclasses import replace
 
     full_profile = replace(profile, quantization=replace(profile.quantization, load_in_4bit=False))
-    four_bit = replace(profile, quantization=replace(profile.quantization, load_in_4bit=True))
+    # The 4-bit recipe trains adapters only: a profile that trains its reward model whole (tiny-cpu) gets LoRA there too.
+    four_bit = replace(profile, quantization=replace(profile.quantization, load_in_4bit=True),
+                       lora=replace(profile.lora, enabled=True, reward=True))
     full = load_model(full_profile, path, for_training=False)
     params = sum(p.numel() for p in full.parameters())
     full_bytes = full.get_memory_footprint()

@@ -181,3 +181,12 @@ def test_a_reward_model_trained_whole_plans_every_weight_in_the_reward_stage_and
     assert ppo_w.trainable - ppo_a.trainable == reward_w.trainable - reward_a.trainable
     assert ppo_w.parts["gradients"] > ppo_a.parts["gradients"] and ppo_w.parts["lora"] < ppo_a.parts["lora"]
     assert any("trained whole" in note for note in ppo_w.notes)
+
+
+def test_the_qlora_memory_report_of_notebook_02_runs_on_the_tiny_profile(tiny_base_path):
+    """Its 4-bit variant of tiny-cpu trains adapters only, whatever tiny-cpu does with its reward model."""
+    from course_lib.models import qlora_memory_report
+
+    report = qlora_memory_report(load_profile("tiny-cpu"))
+    assert 0 < report["weights_4bit_mb"] < report["weights_full_mb"]
+    assert report["qlora_train_mb"] < report["full_finetune_train_mb"]
