@@ -207,7 +207,11 @@ def test_a_score_model_saved_over_one_of_the_other_form_loads_as_saved(trained_r
         inputs = trainer.processing_class(["Triage: urgent."], return_tensors="pt")
         with torch.no_grad():  # each save draws a new head: equal scores mean this save was loaded
             expected = trainer.model.eval()(**inputs).logits
-            assert torch.allclose(load_score_model(run.profile, sft_dir, folder)(**inputs).logits, expected, atol=1e-5)
+            loaded = load_score_model(run.profile, sft_dir, folder)
+            assert torch.allclose(loaded(**inputs).logits, expected, atol=1e-5)
+        assert not any(p.requires_grad for p in loaded.parameters())  # frozen, in either form
+        trainable = load_score_model(run.profile, sft_dir, folder, trainable=True)
+        assert any(p.requires_grad for p in trainable.parameters())
 
 
 def test_stages_without_inputs_say_what_is_missing_and_who_makes_it(tmp_path, small_data):

@@ -298,12 +298,12 @@ def load_score_model(profile, sft_dir: Path, folder: Path, trainable: bool = Fal
     """
     if not (Path(folder) / "adapter_config.json").is_file():
         model = load_model(profile, str(folder), num_labels=1, for_training=trainable)
-        return model if trainable else model.eval()
-    from peft import PeftModel
+    else:
+        from peft import PeftModel
 
-    base = load_model(profile, str(sft_dir), num_labels=1, for_training=trainable)
-    model = PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
-    return model if trainable else model.eval()
+        base = load_model(profile, str(sft_dir), num_labels=1, for_training=trainable)
+        model = PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
+    return model if trainable else model.requires_grad_(False).eval()  # frozen: a whole model's weights too
 
 
 def _head_in_float32(model) -> None:
