@@ -486,7 +486,7 @@ def probe_run(run, probes: Sequence[Mapping[str, Any]] | None = None, *, n_group
         **kwargs: passed on to :func:`run_bias_probes` (``max_new_tokens``, ``alpha``, ...).
     """
     from ..models import load_tokenizer
-    from ..stages.reward import SFT_PRODUCER, load_reward_ensemble
+    from ..stages.reward import SFT_PRODUCER, load_reward_ensemble, merged_for_scoring
 
     probes = build_probes(n_groups, seed) if probes is None else probes
     scorer = None
@@ -495,7 +495,7 @@ def probe_run(run, probes: Sequence[Mapping[str, Any]] | None = None, *, n_group
         if not run.profile.quantization.load_in_4bit:
             # Scoring only: the adapter merged into the weights scores ~1.8x faster (not done into 4-bit weights,
             # which would round the adapter away).
-            members = [m.merge_and_unload() if hasattr(m, "merge_and_unload") else m for m in members]  # whole: as is
+            members = [merged_for_scoring(m) for m in members]
         tokenizer = load_tokenizer(run.profile, str(run.artifact("sft", "merged", SFT_PRODUCER)))
         scorer = ensemble_scorer(members, tokenizer, run.profile.model.max_seq_length)
     return run_bias_probes(probes, run_policies(run), scorer, profile=run.profile, seed=seed, **kwargs)

@@ -306,6 +306,12 @@ def load_score_model(profile, sft_dir: Path, folder: Path, trainable: bool = Fal
     return model if trainable else model.requires_grad_(False).eval()  # frozen: a whole model's weights too
 
 
+def merged_for_scoring(model):
+    """A reward model that will only score from here on: its adapter folded into the weights (the same scores,
+    without the adapter's extra matmuls); a model trained whole as it is."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
 def _head_in_float32(model) -> None:
     """Keep a 4-bit model's trainable reward head in float32 on CPU.
 

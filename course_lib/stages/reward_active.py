@@ -19,7 +19,9 @@ from ..labeling import (
 from ..models import load_tokenizer
 from ..stats import ranked_correctly, t_interval
 from .base import RunContext
-from .reward import SFT_PRODUCER, gold_labels, pair_margins, preference_rows, score_conversations, train_reward_model
+from .reward import (
+    SFT_PRODUCER, gold_labels, merged_for_scoring, pair_margins, preference_rows, score_conversations, train_reward_model,
+)
 from .reward_config import RewardStageConfig
 
 
@@ -90,8 +92,7 @@ def label_efficiency_curve(run: RunContext, cfg: LabelCurveConfig, progress: boo
         members = []
         for m in range(cfg.ensemble_size):
             model = train_reward_model(stage_cfg, run, rows, seed * 100 + m)[0]
-            # Only scored from here on: folded into the weights, the adapter scores the same without its extra matmuls.
-            members.append(model.merge_and_unload() if hasattr(model, "merge_and_unload") else model)
+            members.append(merged_for_scoring(model))
             bar.update()
         margin = np.mean([pair_margins(m, tok, val_rows, max_length) for m in members], axis=0)
         return members, float(ranked_correctly(margin, gold).mean())
