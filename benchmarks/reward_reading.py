@@ -7,9 +7,9 @@ symptom tells them apart) and the accuracy on the validation pairs.
 
 Usage (a run whose SFT stage is done, e.g. one of ``benchmarks/preference_feasibility.py``'s)::
 
-    python benchmarks/reward_reading.py runs/feasibility/seed0 adapter:curated:120:5e-3 whole:swaps:240:1e-3
+    python benchmarks/reward_reading.py runs/feasibility/seed0 adapter:curated:120:5e-3 whole:swaps+near:240:1e-3
 
-A variant is ``adapter|whole:curated|swaps:<steps>:<learning rate>``. Figures are recorded in
+A variant is ``adapter|whole:curated|swaps|swaps+near:<steps>:<learning rate>`` (``near``: the near-miss pairs). Figures are recorded in
 ``docs/preference_feasibility.md`` ("A reward model that reads the question").
 """
 from __future__ import annotations
@@ -53,8 +53,8 @@ def main() -> None:
         form, pairs, steps, lr = variant.split(":")
         profile = load_profile("tiny-cpu", {"lora.reward": form == "adapter"})
         run = RunContext.create(args.run_dir, profile)
-        cfg = RewardStageConfig(max_steps=int(steps), learning_rate=float(lr), swap_pairs=1.0 if pairs == "swaps" else 0.0,
-                                progress=False)
+        cfg = RewardStageConfig(max_steps=int(steps), learning_rate=float(lr), swap_pairs=1.0 if "swaps" in pairs else 0.0,
+                                near_miss_pairs=1.0 if "near" in pairs else 0.0, progress=False)
         started = time.time()
         model, _, _ = train_reward_model(cfg, run, preference_rows(run, cfg.train_file), seed=args.seed)
         seconds = time.time() - started

@@ -8,8 +8,8 @@ import pytest
 from course_lib.data.schema import validate_record
 from course_lib.config import DataSettings
 from course_lib.errors import ConfigError
-from course_lib.domains import DOMAINS, build_seed_sets, domain_corpus_text, domain_module, gold_score
-from course_lib.domains import code
+from course_lib.domains import DOMAINS, build_seed_sets, domain_corpus_text, domain_module, gold_score, near_miss
+from course_lib.domains import code, legal, medical
 
 pytestmark = pytest.mark.unit
 SMALL = {"sft_per_domain": 40, "prefs_per_domain": 40, "eval_per_domain": 12, "stdlib_functions": 5,
@@ -120,6 +120,33 @@ def test_code_flaws_score_below_good_answers_in_the_sandbox():
         assert good == 1.0, task.good
         for kind, answer in task.flawed.items():
             assert gold_score("code", task.reference, answer).score < good, (kind, answer)
+
+
+def test_a_near_miss_keeps_the_good_answers_form_and_loses_to_it():
+    """Medical: another level, in either direction, the reason kept; code: another prompt's function name on the
+    same body; legal: none (its curated ``wrong`` flaw is already the confusable clause type)."""
+    rng = random.Random(5)
+    directions = set()
+    for _ in range(30):
+        task, other = medical.sample_task(rng), medical.sample_task(rng)
+        miss = near_miss("medical", json.dumps(task.reference), task.good, json.dumps(other.reference), rng)
+        level = medical.predicted_level(miss)
+        assert level != task.reference["level"] and miss.split(". ", 2)[2] == task.good.split(". ", 2)[2]
+        assert gold_score("medical", task.reference, miss).score < gold_score("medical", task.reference, task.good).score
+        directions.add(medical.LEVELS.index(level) > medical.LEVELS.index(task.reference["level"]))
+    assert directions == {True, False}  # under- and over-triage both
+    for _ in range(4):
+        task, other = code.sample_task(rng), code.sample_task(rng)
+        miss = near_miss("code", task.reference, task.good, other.reference, rng)
+        if other.reference["entry_point"] == task.reference["entry_point"]:
+            assert miss is None
+            continue
+        assert miss == task.good.replace(f"def {task.reference['entry_point']}(", f"def {other.reference['entry_point']}(")
+        assert gold_score("code", task.reference, miss).score < gold_score("code", task.reference, task.good).score
+    task = legal.sample_task(rng)
+    assert near_miss("legal", task.reference, task.good, legal.sample_task(rng).reference, rng) is None
+    assert near_miss("medical", {"level": "urgent", "explanation": "x"}, "Triage: urgent. mine",
+                     {"level": "urgent"}, rng) is None  # a user's own answer is not rewritten
 
 
 def test_preference_pairs_ordered_by_gold_judge(seeds):

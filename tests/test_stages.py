@@ -104,6 +104,8 @@ def test_reward_stage_outputs_and_metrics(trained_run):
     assert set(m["length_bias"]) >= {"spearman_reward_vs_length", "longer_preferred_rate"}
     swap = m["answer_swap"]  # each prompt's own good answer against the next same-domain prompt's
     assert swap["pairs"] > 0 and 0 <= swap["own_preferred_rate"] <= 1 and set(swap["by_domain"]) <= {"code", "legal", "medical"}
+    near = m["near_miss"]  # each prompt's good answer against the same answer at another level / function name
+    assert near["pairs"] > 0 and 0 <= near["own_preferred_rate"] <= 1 and set(near["by_domain"]) <= {"code", "medical"}
     assert len(m["calibration"]["predicted"]) == len(m["calibration"]["observed"]) and 0 <= m["calibration"]["ece"] <= 1
     rows = [json.loads(line) for line in (result.output_dir / "pair_scores.jsonl").read_text().splitlines()]
     assert rows and all(len(r["margins"]) == 2 for r in rows)
@@ -173,16 +175,35 @@ def test_answer_swap_pairs_set_a_prompts_good_answer_against_another_prompts(tra
     assert answer_swap_pairs(rows, seed=0) == drawn and drawn != fixed
 
 
+def test_near_miss_pairs_set_a_prompts_good_answer_against_a_near_miss_of_it(trained_run):
+    from course_lib.domains import gold_preference
+    from course_lib.stages.reward import near_miss_pairs, preference_rows
+
+    rows = preference_rows(trained_run, "prefs_train.jsonl")
+    by_id = {r["id"]: r for r in rows}
+    misses = near_miss_pairs(rows, seed=0)
+    assert {m["domain"] for m in misses} == {"medical", "code"}
+    assert len(misses) >= 0.8 * sum(r["domain"] != "legal" for r in rows)
+    for miss in misses:
+        own = by_id[miss["id"].removesuffix("-near")]
+        assert miss["prompt"] == own["prompt"] and miss["chosen"] == own["chosen"] and miss["rejected"] != own["chosen"]
+    for miss in misses[::10]:  # the gold judge agrees (code runs in the sandbox, so a sample)
+        assert gold_preference(miss["domain"], miss["reference"], miss["chosen"][-1]["content"],
+                               miss["rejected"][-1]["content"]) == 1
+    assert near_miss_pairs(rows, seed=0) == misses and near_miss_pairs(rows, seed=1) != misses
+
+
 @pytest.mark.parametrize("adapter", [True, False])
 def test_the_reward_model_trains_an_adapter_or_every_weight_as_the_profile_says(trained_run, tmp_path, adapter):
     from course_lib.config import load_profile
-    from course_lib.stages.reward import answer_swap_pairs, preference_rows
+    from course_lib.stages.reward import answer_swap_pairs, near_miss_pairs, preference_rows
 
     run = RunContext(run_dir=trained_run.run_dir, profile=load_profile("tiny-cpu", {"lora.reward": adapter}))
-    trainer = make_reward_trainer(RewardStageConfig(max_steps=1, swap_pairs=0.5, seed=3), run, output_dir=tmp_path,
-                                  progress=False)
+    trainer = make_reward_trainer(RewardStageConfig(max_steps=1, swap_pairs=0.5, near_miss_pairs=0.25, seed=3), run,
+                                  output_dir=tmp_path, progress=False)
     rows = preference_rows(run, "prefs_train.jsonl")
-    assert len(trainer.train_dataset) == len(rows) + round(0.5 * len(answer_swap_pairs(rows, seed=3)))
+    assert len(trainer.train_dataset) == (len(rows) + round(0.5 * len(answer_swap_pairs(rows, seed=3)))
+                                          + round(0.25 * len(near_miss_pairs(rows, seed=3))))
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     lr = run.profile.training.learning_rate

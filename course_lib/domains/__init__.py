@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from . import code, legal, medical
 from .base import FLAW_KINDS, Task
-from .judge import GOLD_TIE_MARGIN, JudgeResult, preference
+from .judge import GOLD_TIE_MARGIN, JudgeResult, parse_reference, preference
 from .seeds import SeedSets, build_seed_sets
 
 DOMAINS = ("legal", "medical", "code")
@@ -51,6 +51,28 @@ def gold_preference(domain: str, reference: str | Mapping[str, Any], first: str,
     accuracy and every win rate use it.
     """
     return preference(gold_score(domain, reference, first).score, gold_score(domain, reference, second).score, tie_margin)
+
+
+def near_miss(domain: str, reference: str | Mapping[str, Any], good: str, other_reference: str | Mapping[str, Any],
+              rng: random.Random) -> str | None:
+    """A reply in the good answer's form that gets wrong what only the question decides, or None.
+
+    Medical: the same answer at another triage level (the curated ``wrong`` flaw only ever under-triages);
+    code: the same function under another prompt's name. Legal has none beyond its curated ``wrong``
+    flaw (a confusable clause type). The reward stage sets them against the good answer
+    (``RewardStageConfig.near_miss_pairs``).
+
+    Args:
+        domain: the prompt's domain.
+        reference: its reference (a JSON string or the parsed dict).
+        good: its good answer.
+        other_reference: the reference of another prompt of the same domain.
+        rng: the source of randomness.
+    """
+    make = getattr(domain_module(domain), "near_miss", None)
+    if make is None:
+        return None
+    return make(parse_reference(reference), good, parse_reference(other_reference), rng)
 
 
 def domain_corpus_text(seed: int = 0, chars_per_domain: int = 100_000) -> str:
@@ -102,5 +124,6 @@ def domain_knowledge_text(seed: int = 0, chars_per_domain: int = 150_000) -> str
 
 __all__ = [
     "DOMAINS", "FLAW_KINDS", "GOLD_TIE_MARGIN", "JudgeResult", "SeedSets", "Task", "build_seed_sets",
-    "domain_corpus_text", "domain_knowledge_text", "domain_module", "gold_preference", "gold_score", "preference",
+    "domain_corpus_text", "domain_knowledge_text", "domain_module", "gold_preference", "gold_score", "near_miss",
+    "preference",
 ]

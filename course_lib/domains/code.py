@@ -222,6 +222,27 @@ def sample_task(rng: random.Random) -> Task:
     return Task(prompt=prompt, reference=reference, good=_block(solution), flawed=flawed)
 
 
+def near_miss(reference: Mapping[str, Any], good: str, other: Mapping[str, Any], rng: random.Random) -> str | None:
+    """The good answer with its function named as another prompt asks: the right body, tests that cannot find it.
+
+    A reward model that checks the body but not the name lets a policy rename the function it was asked
+    for (``docs/preference_feasibility.md``).
+
+    Args:
+        reference: this prompt's parsed reference.
+        good: this prompt's good answer.
+        other: another code prompt's reference, whose function name the miss takes.
+        rng: unused (the other prompt is the random draw).
+
+    Returns:
+        The near miss, or None when the names are the same or the answer does not define the function.
+    """
+    entry, other_entry = reference["entry_point"], other["entry_point"]
+    if other_entry == entry or f"def {entry}(" not in good:
+        return None
+    return good.replace(f"def {entry}(", f"def {other_entry}(")
+
+
 def knowledge_document(rng: random.Random) -> str:
     """One small documented Python function, as in a tutorial (tiny-base pretraining text).
 

@@ -158,6 +158,29 @@ def sample_task(rng: random.Random) -> Task:
     return Task(prompt=prompt, reference=reference, good=good, flawed=flawed)
 
 
+def near_miss(reference: Mapping[str, Any], good: str, other: Mapping[str, Any], rng: random.Random) -> str | None:
+    """The good answer at another triage level, its reason kept: only the symptom says which level is right.
+
+    The curated ``wrong`` flaw only ever under-triages by one level, so a reward model trained on it alone
+    learns that a more severe level is the safer bet, and PPO sends urgent cases to the emergency number
+    (``docs/preference_feasibility.md``).
+
+    Args:
+        reference: this prompt's parsed reference.
+        good: this prompt's good answer.
+        other: another medical prompt's reference (unused: the level alone makes the miss).
+        rng: draws the other level.
+
+    Returns:
+        The near miss, or None for an answer not in the kit's shape (a user's own).
+    """
+    level = reference["level"]
+    reason = reference["explanation"][len(ACTIONS[level]) + 1:]
+    if good != triage_answer(level, reason):
+        return None
+    return triage_answer(rng.choice([other_level for other_level in LEVELS if other_level != level]), reason)
+
+
 KNOWLEDGE_FORMS = [
     "Someone with {symptom} needs {level_phrase}. {reason} {action}",
     "First aid notes: {symptom}. Level: {level}. {reason} {action}",

@@ -1,14 +1,16 @@
 """The reward-model stage: TRL's ``RewardTrainer`` on the SFT model, judged against gold.
 
 A scalar head on the merged SFT model, trained with LoRA (the head itself fully trainable), or
-whole where the profile says so (``lora.reward: false``: tiny-cpu), on preference pairs and on
-answer-swap pairs (a prompt's good answer against another prompt's: reading the question).
+whole where the profile says so (``lora.reward: false``: tiny-cpu), on preference pairs, on
+answer-swap pairs (a prompt's good answer against another prompt's: reading the question) and on
+near-miss pairs (the good answer against the same answer at another triage level, or under another
+function name: checking the one fact the question decides).
 Two ways in, one stage folder out: notebook 03 builds the first model's trainer in plain sight
 (:func:`make_reward_trainer`), trains it and hands it to :func:`finish_reward`; the track and
 the pipeline call :func:`run_reward`, which does the same with a cache. Besides the model, the
 stage measures what a reward model gets wrong: held-out accuracy against the gold judge with a
 bootstrap CI, optional k-fold accuracy, an optional seed ensemble giving an uncertainty per
-pair, a length-bias probe, the answer-swap probe, and a calibration curve. Writes
+pair, a length-bias probe, the answer-swap and near-miss probes, and a calibration curve. Writes
 ``runs/<name>/reward/member_<i>/`` (adapters or whole models) and ``pair_scores.jsonl``.
 Introduced in ``03_reward_model``.
 """
@@ -26,7 +28,7 @@ import numpy as np
 
 from ..atomic import atomic_write_jsonl
 from ..data import has_reference, load_records
-from ..domains import gold_preference
+from ..domains import gold_preference, near_miss
 from ..errors import DataError
 from ..labeling import ensemble_uncertainty
 from ..models import check_same_tokenizer, detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
@@ -178,6 +180,29 @@ def answer_swap_pairs(pairs: Sequence[dict[str, Any]], seed: int | None = None) 
     return out
 
 
+def near_miss_pairs(pairs: Sequence[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Pairs that set a prompt's good answer against a near miss of it (:func:`course_lib.domains.near_miss`):
+    the same answer at another triage level, the same code under another prompt's function name.
+
+    Args:
+        pairs: TRL preference rows with a ``domain`` and a ``reference``.
+        seed: draws the other prompt each near miss may borrow from, and the miss itself.
+
+    Returns:
+        One row per prompt with a reference whose domain makes a near miss of its good answer.
+    """
+    rng = random.Random(seed)
+    out = []
+    for domain in sorted({p["domain"] for p in pairs}):
+        rows = [p for p in pairs if p["domain"] == domain and has_reference(p)]
+        for row, other in zip(rows, rng.sample(rows, len(rows))):
+            good = row["chosen"][-1]["content"]
+            miss = near_miss(domain, row["reference"], good, other["reference"], rng)
+            if miss is not None:
+                out.append({**row, "id": f"{row['id']}-near", "rejected": [{"role": "assistant", "content": miss}]})
+    return out
+
+
 def answer_swap_probe(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str, Any]], max_length: int) -> dict[str, Any]:
     """Does the reward check a reply against its prompt, or only the reply's form?
 
@@ -189,17 +214,31 @@ def answer_swap_probe(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str
     Returns:
         ``{"own_preferred_rate": float, "by_domain": {domain: rate}, "pairs": n}``.
     """
-    swaps = answer_swap_pairs(pairs)
-    own = [p["prompt"] + p["chosen"] for p in swaps]
-    swapped = [p["prompt"] + p["rejected"] for p in swaps]
-    domains = [p["domain"] for p in swaps]
-    if not own:
+    return _chosen_preferred(models, tokenizer, answer_swap_pairs(pairs), max_length)
+
+
+def near_miss_probe(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str, Any]], max_length: int) -> dict[str, Any]:
+    """Does the reward check the one fact the question decides: the triage level, the function's name?
+
+    Each held-out prompt's good answer against its near miss (:func:`near_miss_pairs`, drawn with a
+    fixed seed). Trained on the curated pairs alone, a reward model prefers an over-triaged answer (the
+    curated wrong answers only ever under-triage). Scored by the ensemble's mean, as PPO's reward is.
+
+    Returns:
+        ``{"own_preferred_rate": float, "by_domain": {domain: rate}, "pairs": n}`` (medical and code only).
+    """
+    return _chosen_preferred(models, tokenizer, near_miss_pairs(pairs, seed=0), max_length)
+
+
+def _chosen_preferred(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str, Any]], max_length: int) -> dict[str, Any]:
+    """How often the ensemble's mean scores ``chosen`` above ``rejected``, overall and by domain."""
+    if not pairs:
         return {"own_preferred_rate": None, "by_domain": {}, "pairs": 0}
-    diff = (ensemble_scores(models, tokenizer, own, max_length)
-            - ensemble_scores(models, tokenizer, swapped, max_length)).mean(axis=0)  # (n,)
-    domains_arr = np.array(domains)
-    return {"own_preferred_rate": float((diff > 0).mean()), "pairs": len(own),
-            "by_domain": {d: float((diff[domains_arr == d] > 0).mean()) for d in sorted(set(domains))}}
+    diff = (ensemble_scores(models, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], max_length)
+            - ensemble_scores(models, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], max_length)).mean(axis=0)  # (n,)
+    domains = np.array([p["domain"] for p in pairs])
+    return {"own_preferred_rate": float((diff > 0).mean()), "pairs": len(pairs),
+            "by_domain": {d: float((diff[domains == d] > 0).mean()) for d in sorted(set(domains))}}
 
 
 def preference_rows(run: RunContext, file: str) -> list[dict[str, Any]]:
@@ -246,9 +285,13 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
         include_num_input_tokens_seen="non_padding",
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )
+    curated = rows
     if cfg.swap_pairs:  # teach it to read the question: the curated pairs differ only within one prompt's answers
-        swaps = answer_swap_pairs(rows, seed)
+        swaps = answer_swap_pairs(curated, seed)
         rows = rows + random.Random(seed).sample(swaps, round(cfg.swap_pairs * len(swaps)))
+    if cfg.near_miss_pairs:  # and to check the one fact the question decides: the level, the function's name
+        misses = near_miss_pairs(curated, seed)
+        rows = rows + random.Random(seed + 1).sample(misses, round(cfg.near_miss_pairs * len(misses)))
     train = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
     # The head is new, so transformers reports score.weight as missing: expected, and said once in notebook 03.
     model = load_model(profile, str(sft_dir), num_labels=1)
@@ -458,6 +501,7 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext, resumed_from
         "ensemble_size": cfg.ensemble_size, "mean_uncertainty": float(uncertainty.mean()),
         "kfold": kfold, "length_bias": probe,
         "answer_swap": answer_swap_probe([m for m, _, _ in members], tok, val_rows, max_length),
+        "near_miss": near_miss_probe([m for m, _, _ in members], tok, val_rows, max_length),
         "calibration": calibration_curve(mean_margin[keep], labels[keep], cfg.calibration_bins, cfg.seed),
         "train_pairs": len(train_rows), "train_losses": [m[2] for m in members], "ledger": [m[1] for m in members],
         "resumed_from_step": resumed_from_step,
