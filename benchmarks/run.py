@@ -457,7 +457,7 @@ def reference_memory(run, sizes: Sizes) -> dict[str, Any]:
 
 
 def ppo_against_rloo(run, sizes: Sizes, ppo: dict[str, Any], peak: float) -> dict[str, Any]:
-    """TRL's ``RLOOTrainer`` on the same reward model, prompts, lengths and temperature as the kit's PPO,
+    """TRL's ``RLOOTrainer`` on the same reward (the reward models' mean), prompts, lengths and temperature as the kit's PPO,
     and the kit's PPO with one update epoch (RLOO's one pass) beside its default two."""
     from course_lib.stages import PPOStageConfig
     from course_lib.trials import rloo_trial

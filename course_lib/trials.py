@@ -1,6 +1,6 @@
 """A short RLOO trial from a run's SFT model, with TRL's ``RLOOTrainer``: the comparison in ``04_ppo``.
 
-TRL's ``RLOOTrainer`` with the kit's reward model, from the SFT model: notebook 04 sets it next
+TRL's ``RLOOTrainer`` with the kit's reward models, from the SFT model: notebook 04 sets it next
 to the kit's PPO (reward against wall time), and ``benchmarks/preference_feasibility.py`` measures
 its gold gain over seeds (``docs/preference_feasibility.md``). It trains a LoRA adapter whose "off"
 state is the SFT model, so the KL term measures against the SFT model, never the bare base
@@ -15,12 +15,13 @@ from typing import Any, Sequence
 from .models import load_model, load_tokenizer, lora_config
 from .stages.base import RunContext, common_training_args
 from .stages.lm_head import use_full_logits_on_cpu
-from .stages.reward import SFT_PRODUCER, load_reward_model, preference_rows, score_conversations
+from .stages.reward import SFT_PRODUCER, ensemble_scores, load_reward_ensemble, preference_rows
 
 
 def rloo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, beta: float, temperature: float,
                max_new_tokens: int, out_dir: Path, num_generations: int = 4, batch_size: int = 16):
-    """TRL's ``RLOOTrainer`` on the preference prompts, rewarded by the run's reward model.
+    """TRL's ``RLOOTrainer`` on the preference prompts, rewarded by the mean of the run's reward models
+    (all its ensemble members: PPO's reward at its defaults, so the two optimise the same thing).
 
     Returns:
         The trained trainer: ``trainer.model`` is the RLOO policy, ``trainer.processing_class`` its tokenizer.
@@ -31,11 +32,12 @@ def rloo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, 
     profile = run.profile
     sft = str(run.artifact("sft", "merged", SFT_PRODUCER))
     tok = load_tokenizer(profile, sft)
-    reward_model = load_reward_model(run)
+    reward_models = load_reward_ensemble(run)
     max_length = profile.model.max_seq_length
 
     def reward(prompts: Sequence[list[dict[str, str]]], completions: Sequence[list[dict[str, str]]], **_: Any) -> list[float]:
-        return score_conversations(reward_model, tok, [p + c for p, c in zip(prompts, completions)], max_length).tolist()
+        conversations = [p + c for p, c in zip(prompts, completions)]
+        return ensemble_scores(reward_models, tok, conversations, max_length).mean(axis=0).tolist()
 
     prompts = [{"prompt": r["prompt"]} for r in preference_rows(run, "prefs_train.jsonl")]
     args = RLOOConfig(**_trainer_args(run, out_dir, steps, learning_rate, batch_size, seed), beta=beta,

@@ -57,13 +57,13 @@ def test_reward_model_accuracy_against_gold_is_well_above_chance(trained):
     assert reward["accuracy_ci_low"] > 0.5
 
 
-# --- The preference stages from the track's SFT model (issues 9, 10): DPO wins, PPO and RLOO learn their reward ---
+# --- The preference stages from the track's SFT model (issues 9, 10): DPO, RLOO and PPO raise the gold score ---
 # One seed here (about 11 minutes of CI); benchmarks/preference_feasibility.py measures three
 # (docs/preference_feasibility.md). The SFT and reward stages run at the track's budgets, so the
 # preference stages start from the SFT model the track really gives.
 PREF_SEED, PREF_EVAL_PROMPTS = 0, 150
 ROLLOUT_TOKENS = 96  # the PPO stage's default max_new_tokens, chosen by its end-of-turn rate
-RLOO_TRIAL = dict(steps=30, learning_rate=5e-4, beta=0.05, temperature=0.7, max_new_tokens=ROLLOUT_TOKENS)
+RLOO_TRIAL = dict(steps=60, learning_rate=2.5e-4, beta=0.05, temperature=0.7, max_new_tokens=ROLLOUT_TOKENS)
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +93,17 @@ def _gain_over_sft(model, tok, evals, sft) -> dict:
 
 
 def test_the_reward_models_read_the_question(preference_run):
-    """The ensemble prefers a prompt's own good answer to another prompt's: 0.87, 0.89, 0.93 over three seeds, no
-    domain under 0.78 (docs/preference_feasibility.md). As LoRA adapters on this base they scored about 0.5."""
+    """The ensemble prefers a prompt's own good answer to another prompt's: 0.93, 0.85, 0.92 over three seeds, no
+    domain under 0.76 (docs/preference_feasibility.md); as LoRA adapters on this base they scored about 0.5. And it
+    prefers the good answer to its near miss (another triage level, another function name): 0.98, 0.93, 0.95, no
+    domain under 0.89; without the near-miss pairs, an urgent case's answer lost to the emergency number."""
     import json
 
     run = preference_run[0]
-    swap = json.loads((run.stage_dir("reward") / "metrics.json").read_text())["answer_swap"]
+    metrics = json.loads((run.stage_dir("reward") / "metrics.json").read_text())
+    swap, near = metrics["answer_swap"], metrics["near_miss"]
     assert swap["own_preferred_rate"] >= 0.75 and min(swap["by_domain"].values()) >= 0.65, swap
+    assert near["own_preferred_rate"] >= 0.85 and min(near["by_domain"].values()) >= 0.8, near
 
 
 def test_dpo_raises_the_gold_score_over_sft(preference_run):
@@ -114,19 +118,18 @@ def test_dpo_raises_the_gold_score_over_sft(preference_run):
     assert gain["mean"] > 0.02 and gain["ci_low"] > 0, gain
 
 
-def test_rloo_raises_the_reward_models_score_of_its_rollouts(preference_run, tmp_path):
-    """RLOO learns what the reward model asks for.
-
-    Its gold gain over three seeds is +0.014, +0.058 and +0.042, the last two with CIs above zero
-    (docs/preference_feasibility.md): not yet on every seed, so it is not asserted here.
-    """
+def test_rloo_raises_the_gold_score_over_sft(preference_run, tmp_path):
+    """TRL's RLOO, rewarded by the mean of the two reward models, 60 steps at 2.5e-4: over three seeds +0.045,
+    +0.074 and +0.050, every CI above zero (docs/preference_feasibility.md, "Near misses"). Its reward rises too."""
     from course_lib.trials import rloo_trial
 
-    run, _, _, _ = preference_run
+    run, tok, evals, sft = preference_run
     trainer = rloo_trial(run, seed=PREF_SEED, out_dir=tmp_path, **RLOO_TRIAL)
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]  # one per step
     assert len(rewards) == RLOO_TRIAL["steps"]
-    assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.5, rewards
+    assert sum(rewards[-10:]) / 10 > sum(rewards[:10]) / 10 + 0.3, rewards
+    gain = _gain_over_sft(trainer.model, tok, evals, sft)
+    assert gain["mean"] > 0.02 and gain["ci_low"] > 0, gain
 
 
 # The habits SFT copies from its demonstrations and the preference pairs target (docs/data.md): a medical reply
@@ -134,18 +137,18 @@ def test_rloo_raises_the_reward_models_score_of_its_rollouts(preference_run, tmp
 FORM_PARTS = (("medical", "safety"), ("medical", "format"), ("code", "format"), ("legal", "concision"))
 
 
-def test_ppo_learns_what_its_reward_models_reward_at_bounded_kl(preference_run):
-    """The kit's PPO at the stage's defaults (tiny-cpu: 30 iterations): the reward models' score rises (by 1.2 to
-    1.8 over three seeds, first five iterations to last five), the KL stays bounded, and the habits the reward
-    encodes are fixed: the mean of the gold judge's form parts rises by +0.30 to +0.35 (docs/
-    preference_feasibility.md). Asserted on seed 0 with margins.
+def test_ppo_raises_the_gold_score_over_sft_at_bounded_kl(preference_run):
+    """The kit's PPO at the stage's defaults (tiny-cpu: 30 iterations): the reward models' score rises, the KL
+    stays bounded, the habits the reward encodes are fixed (the mean of the gold judge's form parts rises by about
+    +0.3) and the gold score rises over SFT's (docs/preference_feasibility.md, "Near misses").
 
-    The gold score itself is not asserted: the reward models read the question (answer-swap probe about 0.9), yet
-    PPO still finds stock replies they score too well on some runs, and its gold gain over three seeds is +0.019,
-    +0.076 (CI above zero) and -0.017.
+    The gold gain over three seeds is +0.054, +0.038 and +0.058 in one benchmark run (the first and last with CIs
+    above zero), +0.067, +0.075 and +0.062 run one by one (every CI above zero): one seed's result moves by a few
+    hundredths with what ran before it in the process, so the mean, not the CI, is asserted on seed 0.
     """
     from course_lib.generation import gold_evaluate
     from course_lib.stages import PPOStageConfig, make_ppo_trainer
+    from course_lib.stats import paired_difference
 
     run, tok, evals, sft = preference_run
     trainer = make_ppo_trainer(PPOStageConfig(seed=PREF_SEED, progress=False), run.variant("ppo"))
@@ -159,6 +162,8 @@ def test_ppo_learns_what_its_reward_models_reward_at_bounded_kl(preference_run):
         return sum(result["parts"][domain][part] for domain, part in FORM_PARTS) / len(FORM_PARTS)
 
     assert form(after) > form(sft) + 0.15, (sft["parts"], after["parts"])
+    gain = paired_difference([r["score"] for r in after["rows"]], [r["score"] for r in sft["rows"]], seed=PREF_SEED)
+    assert gain["mean"] > 0.01, gain
 
 
 def test_sft_rollouts_end_at_the_rollout_settings(preference_run):

@@ -44,7 +44,7 @@ class PPOStageConfig:
     whiten_advantages: bool = field(default=True, metadata={"help": "normalise advantages per batch"})
     ppo_epochs: int = field(default=2, metadata={"help": "passes over each rollout batch", "min": 1})
     minibatch_size: int = field(default=8, metadata={"help": "replies per gradient step", "min": 1})
-    learning_rate: float | None = field(default=None, metadata={"help": "policy (LoRA) learning rate; None = a tenth of the profile's", "above": 0, "below": 1})
+    learning_rate: float | None = field(default=None, metadata={"help": "policy (LoRA) learning rate; None = a twentieth of the profile's", "above": 0, "below": 1})
     value_learning_rate: float | None = field(default=None, metadata={"help": "value model learning rate; None = the profile's (a fifth of it for a value model trained whole)", "above": 0, "below": 1})
     clip_range: float = field(default=0.2, metadata={"help": "policy ratio clipping epsilon", "above": 0})
     value_clip_range: float = field(default=0.2, metadata={"help": "value clipping epsilon", "above": 0})
