@@ -106,7 +106,7 @@ class PPOTrainer:
         self.kl_controller = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl
                               else FixedKLController(cfg.kl_coef))
         # A twentieth of the profile's: at a tenth, PPO fixed the replies' form as fast but lost their content on
-        # one seed in three (docs/preference_feasibility.md, "Near misses").
+        # two seeds of three (docs/preference_feasibility.md, "Near misses").
         policy_lr = cfg.learning_rate or profile.training.learning_rate / 20
         value_lr = cfg.value_learning_rate or score_model_learning_rate(profile, isinstance(value_model, PeftModel))
         self.optimizer = torch.optim.AdamW([

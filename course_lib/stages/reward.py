@@ -189,7 +189,7 @@ def near_miss_pairs(pairs: Sequence[dict[str, Any]], seed: int) -> list[dict[str
         seed: draws the other prompt each near miss may borrow from, and the miss itself.
 
     Returns:
-        One row per prompt with a reference whose domain makes a near miss of its good answer.
+        One row per pair with a reference whose domain makes a near miss of its good answer (medical, code).
     """
     rng = random.Random(seed)
     out = []
