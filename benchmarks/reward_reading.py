@@ -21,14 +21,14 @@ import time
 
 def level_pairs(rows: list[dict]) -> list[dict]:
     """Each medical row's good answer against the same answer (the same reason) at each other level."""
-    from course_lib.domains.medical import ACTIONS, LEVELS, triage_answer
+    from course_lib.domains.medical import LEVELS, triage_answer, triage_reason
 
     out = []
     for row in rows:
         if row["domain"] != "medical":
             continue
         ref = json.loads(row["reference"])
-        reason = ref["explanation"][len(ACTIONS[ref["level"]]) + 1:]
+        reason = triage_reason(ref)
         for level in LEVELS:
             if level != ref["level"]:
                 out.append({**row, "chosen": [{"role": "assistant", "content": triage_answer(ref["level"], reason)}],

@@ -120,6 +120,11 @@ def triage_reference(level: str, symptom: str, reason: str) -> dict[str, str]:
     return {"task": "triage", "level": level, "symptom": symptom, "explanation": f"{ACTIONS[level]} {reason}"}
 
 
+def triage_reason(reference: Mapping[str, Any]) -> str:
+    """The reason sentence of a parsed triage reference: its explanation after the level's action."""
+    return reference["explanation"][len(ACTIONS[reference["level"]]) + 1:]
+
+
 def triage_answer(level: str, reason: str) -> str:
     """The good answer's shape at ``level``: header, the level's action, the reason, the disclaimer."""
     return f"Triage: {level}. {ACTIONS[level]} {reason} {DISCLAIMER}"
@@ -174,8 +179,7 @@ def near_miss(reference: Mapping[str, Any], good: str, other: Mapping[str, Any],
     Returns:
         The near miss, or None for an answer not in the kit's shape (a user's own).
     """
-    level = reference["level"]
-    reason = reference["explanation"][len(ACTIONS[level]) + 1:]
+    level, reason = reference["level"], triage_reason(reference)
     if good != triage_answer(level, reason):
         return None
     return triage_answer(rng.choice([other_level for other_level in LEVELS if other_level != level]), reason)
