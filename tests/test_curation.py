@@ -247,6 +247,7 @@ def test_ensure_curated_data_builds_once_and_finds_planted_problems(tmp_path):
     (tmp_path / "data" / "curation_report.json").write_text(json.dumps({"config_hash": "stale"}))
     ensure_curated_data(tmp_path, seed=0, sizes=SMALL)  # an unreadable or older build is no build
     assert load_report(tmp_path)["config_hash"] != "stale"
+    assert load_report(tmp_path)["data_digest"] == report["data_digest"]  # a rebuild writes the same bytes
 
 
 def test_later_notebooks_keep_the_build_notebook_01_chose(tmp_path):
