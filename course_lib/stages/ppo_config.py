@@ -34,7 +34,9 @@ class PPOStageConfig:
     reward_members: int = field(default=2, metadata={"help": "reward-model ensemble members averaged for the reward", "min": 1})
     uncertainty_penalty: float = field(default=0.0, metadata={"help": "times the members' spread, subtracted from the reward", "min": 0})
     verifiable_reward_weight: float = field(default=0.0, metadata={"help": "weight of the share of unit tests passed, for code prompts", "min": 0})
-    kl_coef: float = field(default=0.2, metadata={"help": "weight of the per-token KL penalty to the SFT model (beta)", "min": 0})
+    # 0.3, not 0.2: the reward models read the form more surely than the content, and a firmer hold on SFT kept
+    # the content on every seed (docs/preference_feasibility.md, "A firmer KL anchor").
+    kl_coef: float = field(default=0.3, metadata={"help": "weight of the per-token KL penalty to the SFT model (beta)", "min": 0})
     kl_estimator: Literal["k1", "k3"] = field(default="k1", metadata={"help": "per-token KL estimator"})
     adaptive_kl: bool = field(default=False, metadata={"help": "steer kl_coef towards kl_target (Ziegler et al.)"})
     kl_target: float = field(default=2.0, metadata={"help": "KL per reply the adaptive controller aims at", "above": 0})
