@@ -32,6 +32,9 @@ def test_there_is_a_track():
 @pytest.mark.unit
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.stem)
 def test_stored_without_outputs_or_execution_counts(path):
+    # Read raw first: nbformat.read fills in a missing cell id with only a warning.
+    ids = [cell.get("id") for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids), f"{path.name}: every cell needs its own id, got {ids}"
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     for i, cell in enumerate(nb.cells):
