@@ -138,13 +138,11 @@ FORM_PARTS = (("medical", "safety"), ("medical", "format"), ("code", "format"), 
 
 
 def test_ppo_raises_the_gold_score_over_sft_at_bounded_kl(preference_run):
-    """The kit's PPO at the stage's defaults (tiny-cpu: 30 iterations): the reward models' score rises, the KL
-    stays bounded, the habits the reward encodes are fixed (the mean of the gold judge's form parts rises by about
-    +0.3) and the gold score rises over SFT's (docs/preference_feasibility.md, "Near misses").
-
-    The gold gain over three seeds is +0.054, +0.038 and +0.058 in one benchmark run (the first and last with CIs
-    above zero), +0.067, +0.075 and +0.062 run one by one (every CI above zero): one seed's result moves by a few
-    hundredths with what ran before it in the process, so the mean, not the CI, is asserted on seed 0.
+    """The kit's PPO at the stage's defaults (tiny-cpu: 30 iterations, KL coefficient 0.3): the reward models'
+    score rises, the KL stays bounded, the habits the reward encodes are fixed (the mean of the gold judge's form
+    parts rises by about +0.3) and the gold score rises over SFT's (docs/preference_feasibility.md, "A firmer
+    KL anchor"): +0.064 (+0.029, +0.096), +0.065 (+0.026, +0.103) and +0.083 (+0.051, +0.116) over three seeds,
+    and +0.051 to +0.084 with another PPO seed on the same models.
     """
     from course_lib.generation import gold_evaluate
     from course_lib.stages import PPOStageConfig, make_ppo_trainer
@@ -163,7 +161,7 @@ def test_ppo_raises_the_gold_score_over_sft_at_bounded_kl(preference_run):
 
     assert form(after) > form(sft) + 0.15, (sft["parts"], after["parts"])
     gain = paired_difference([r["score"] for r in after["rows"]], [r["score"] for r in sft["rows"]], seed=PREF_SEED)
-    assert gain["mean"] > 0.01, gain
+    assert gain["mean"] > 0.03 and gain["ci_low"] > 0, gain
 
 
 def test_sft_rollouts_end_at_the_rollout_settings(preference_run):
