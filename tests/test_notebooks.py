@@ -32,10 +32,11 @@ def test_there_is_a_track():
 @pytest.mark.unit
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.stem)
 def test_stored_without_outputs_or_execution_counts(path):
-    # Read raw first: nbformat.read fills in a missing cell id with only a warning.
-    ids = [cell.get("id") for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]]
+    text = path.read_text(encoding="utf-8")
+    # Ids from the raw JSON: nbformat fills in a missing cell id with only a warning.
+    ids = [cell.get("id") for cell in json.loads(text)["cells"]]
     assert None not in ids and len(set(ids)) == len(ids), f"{path.name}: every cell needs its own id, got {ids}"
-    nb = nbformat.read(path, as_version=4)
+    nb = nbformat.reads(text, as_version=4)
     nbformat.validate(nb)
     for i, cell in enumerate(nb.cells):
         assert set(cell.metadata) <= ALLOWED_CELL_METADATA, f"{path.name} cell {i} carries metadata {set(cell.metadata)}"
