@@ -214,7 +214,7 @@ def test_whole_track_runs_headless(tmp_path):
     assert {row["annotator"] for row in evaluation["human_win_rates"]} >= {"careful", "hurried", "length-lover"}
     assert {"medical", "legal", "code"} <= set(evaluation["task_metrics"]["sft"])
     ethics = metrics["08_ethics"]
-    assert ethics["models"] == ["base", "sft", "ppo", "dpo"] and ethics["disparity_by_hand_diff"] < 1e-9
+    assert ethics["models"] == ["base", "sft", "ppo", "dpo"] and ethics["disparity_by_hand_diff"] < 1e-6
     # Curation scrubbed what the seed sets planted: PII in the raw sets, none in the curated ones.
     assert sum(ethics["pii_datasets"]["raw/sft"].values()) > 0 and sum(ethics["pii_datasets"]["sft_train"].values()) == 0
     assert {row["model"] for row in ethics["bias"]} == {"reward_model", "base", "sft", "ppo", "dpo"}
