@@ -194,6 +194,36 @@ def test_near_miss_pairs_set_a_prompts_good_answer_against_a_near_miss_of_it(tra
 
 
 @pytest.mark.parametrize("adapter", [True, False])
+def test_a_seed_fixes_the_freshly_drawn_weights_whatever_the_process_drew_before(trained_run, tmp_path, adapter):
+    """The reward head and a LoRA adapter are drawn before TRL's Trainer seeds; torch starts each process from a
+    random seed, so without seeding first the same config trained a different model in every process."""
+    from course_lib.config import load_profile
+
+    run = RunContext(run_dir=trained_run.run_dir, profile=load_profile("tiny-cpu", {"lora.reward": adapter}))
+
+    def fresh_weights(seed: int, noise: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(noise)  # what earlier work in the process left in torch's generator
+        trainer = make_reward_trainer(RewardStageConfig(max_steps=1, seed=seed), run, output_dir=tmp_path, progress=False)
+        return {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+
+    first, again, other = fresh_weights(0, noise=1), fresh_weights(0, noise=2), fresh_weights(1, noise=1)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
+def test_a_seed_fixes_the_sft_adapter_whatever_the_process_drew_before(tmp_path, small_data):
+    run = new_run(tmp_path, small_data)
+
+    def adapter(seed: int, noise: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(noise)
+        trainer = make_sft_trainer(SFTStageConfig(max_steps=1, seed=seed, progress=False), run)
+        return {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+
+    first, again = adapter(0, noise=1), adapter(0, noise=2)
+    assert first and all(torch.equal(first[name], again[name]) for name in first)
+
+
+@pytest.mark.parametrize("adapter", [True, False])
 def test_the_reward_model_trains_an_adapter_or_every_weight_as_the_profile_says(trained_run, tmp_path, adapter):
     from course_lib.config import load_profile
     from course_lib.stages.reward import answer_swap_pairs, near_miss_pairs, preference_rows
