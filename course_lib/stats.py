@@ -110,6 +110,44 @@ def paired_difference(after: Sequence[float], before: Sequence[float], n_resampl
     return {"mean": mean, "ci_low": low, "ci_high": high}
 
 
+def best_of_n(proxy_scores: Sequence[Sequence[float]], gold_scores: Sequence[Sequence[float]],
+              ns: Sequence[int]) -> list[dict[str, float]]:
+    """Best-of-n sampling measured from ``N`` replies per prompt: for each n, what the proxy's pick scores.
+
+    Best-of-n keeps, of n sampled replies, the one a proxy (a reward model) scores highest. With
+    ``N >= n`` replies per prompt scored, the expectation over every n-subset is exact: the reply
+    ranked ``i``-th lowest by the proxy (0-based) is the pick of ``C(i, n - 1)`` of the ``C(N, n)``
+    subsets. That uses every sample for every n, so the curve has far less noise than disjoint groups.
+
+    Args:
+        proxy_scores: the proxy's score of each reply, shape ``(prompts, N)``.
+        gold_scores: the gold judge's score of the same replies, shape ``(prompts, N)``.
+        ns: the values of n, each from 1 to N.
+
+    Returns:
+        One row per n: ``n``; ``kl``, the KL of the best-of-n distribution from the sampler,
+        ``log n - (n - 1) / n`` nats; ``reward``, the proxy's mean score of its pick; ``gold``, the gold
+        score of that pick; ``gold_best``, the gold score of the best of n replies by gold itself.
+    """
+    from math import comb
+
+    proxy, gold = np.asarray(proxy_scores, dtype=float), np.asarray(gold_scores, dtype=float)
+    if proxy.ndim != 2 or proxy.shape != gold.shape:
+        raise ValueError(f"expected proxy and gold scores of the same shape (prompts, N), got {proxy.shape} and {gold.shape}")
+    samples = proxy.shape[1]
+    if not all(1 <= n <= samples for n in ns):
+        raise ValueError(f"expected every n in 1..{samples} (the replies per prompt), got {list(ns)}")
+    by_proxy = np.argsort(proxy, axis=1, kind="stable")  # (prompts, N), ascending
+    proxy_sorted, gold_by_proxy = np.take_along_axis(proxy, by_proxy, 1), np.take_along_axis(gold, by_proxy, 1)
+    gold_sorted = np.sort(gold, axis=1)
+    rows = []
+    for n in ns:
+        weight = np.array([comb(i, n - 1) for i in range(samples)], dtype=float) / comb(samples, n)  # (N,), sums to 1
+        rows.append({"n": n, "kl": float(np.log(n) - (n - 1) / n), "reward": float((proxy_sorted @ weight).mean()),
+                     "gold": float((gold_by_proxy @ weight).mean()), "gold_best": float((gold_sorted @ weight).mean())})
+    return rows
+
+
 def paired_permutation_test(after: Sequence[float], before: Sequence[float], n_resamples: int = 2000,
                             seed: int = 0, alternative: str = "two-sided") -> dict[str, float]:
     """Sign-flip permutation test of the mean of ``after - before`` over the same units.

@@ -15,6 +15,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
 from course_lib.stats import (
+    best_of_n,
     bootstrap_ci,
     compare_variants,
     drift,
@@ -222,3 +223,25 @@ def test_compare_variants_reports_paired_tests_with_holm_and_the_omnibus():
     json.dumps(result, allow_nan=False)  # plain floats, ints and bools: a notebook can record it
     with pytest.raises(ValueError, match="baseline"):
         compare_variants(scores, baseline="grpo")
+
+
+def test_best_of_n_equals_the_mean_over_every_subset_of_the_samples():
+    rng = np.random.default_rng(0)
+    proxy, gold = rng.normal(size=(3, 6)), rng.uniform(size=(3, 6))  # (prompts, N): no ties
+    for row in best_of_n(proxy, gold, [1, 2, 3, 6]):
+        n, picks = row["n"], []
+        for subset in itertools.combinations(range(6), n):
+            subset = list(subset)
+            pick = np.array(subset)[proxy[:, subset].argmax(axis=1)]  # (prompts,)
+            picks.append((proxy[np.arange(3), pick], gold[np.arange(3), pick], gold[:, subset].max(axis=1)))
+        reward, picked_gold, best_gold = (np.mean([p[k] for p in picks]) for k in range(3))
+        assert row["kl"] == pytest.approx(math.log(n) - (n - 1) / n, abs=1e-12)
+        assert (row["reward"], row["gold"], row["gold_best"]) == pytest.approx((reward, picked_gold, best_gold), abs=1e-12)
+    assert best_of_n(proxy, gold, [1])[0]["gold"] == pytest.approx(gold.mean())  # n = 1: a random reply
+
+
+def test_best_of_n_refuses_an_n_beyond_the_samples_and_mismatched_shapes():
+    with pytest.raises(ValueError, match="every n in 1..4"):
+        best_of_n(np.zeros((2, 4)), np.zeros((2, 4)), [1, 8])
+    with pytest.raises(ValueError, match="same shape"):
+        best_of_n(np.zeros((2, 4)), np.zeros((2, 5)), [1])
