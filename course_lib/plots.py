@@ -70,12 +70,14 @@ def rl_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequen
     fig = make_subplots(rows=1, cols=len(keys), subplot_titles=list(keys))
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     for i, (name, history) in enumerate(histories.items()):
+        shown = False  # one legend entry per run, on the first panel that has its line
         for col, key in enumerate(keys, start=1):
             points = [(h[x], h[key]) for h in history if key in h and x in h]
             if points:
                 xs, ys = zip(*points)
                 fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name,
-                                         showlegend=col == 1, line={"color": colors[i % len(colors)]}), row=1, col=col)
+                                         showlegend=not shown, line={"color": colors[i % len(colors)]}), row=1, col=col)
+                shown = True
     fig.update_layout(title=title, height=360)
     fig.update_xaxes(title_text="wall time (s)" if x == "elapsed_s" else x)
     return fig

@@ -174,3 +174,33 @@ def test_sft_rollouts_end_at_the_rollout_settings(preference_run):
     rate = end_of_turn_rate(model, tok, [e["prompt"] for e in evals[:90]], temperature=RLOO_TRIAL["temperature"],
                             max_new_tokens=ROLLOUT_TOKENS)
     assert rate > 0.6, rate
+
+
+def test_best_of_n_over_optimizes_a_weak_proxy_and_not_the_reward_models(preference_run):
+    """Notebook 04's over-optimization lab at its defaults: best-of-n from 64 SFT replies to 8 prompts per domain,
+    picked by a weak proxy (one reward model on a fifth of the pairs, 60 steps, no answer-swap or near-miss pairs).
+    The proxy's score of its pick rises with n; the gold score of that pick rises, peaks and falls. Over six proxy
+    seeds on one track run: up by +0.036 to +0.058 at the peak (n = 4 to 32), then down by 0.020 to 0.084 at n = 64
+    (docs/preference_feasibility.md, "Over-optimization"). Notebook 03's two models' pick was still climbing."""
+    import random
+
+    from course_lib.stages import PPOStageConfig, make_ppo_trainer
+    from course_lib.stages.reward import preference_rows, score_conversations, train_reward_model
+    from course_lib.stats import best_of_n
+
+    run, tok, _, _ = preference_run
+    pairs = preference_rows(run, "prefs_train.jsonl")
+    proxy_pairs = random.Random(PREF_SEED).sample(pairs, round(0.2 * len(pairs)))
+    proxy_cfg = RewardStageConfig(max_steps=60, swap_pairs=0, near_miss_pairs=0, seed=PREF_SEED, progress=False)
+    proxy, _, _ = train_reward_model(proxy_cfg, run, proxy_pairs, seed=PREF_SEED)
+    trainer = make_ppo_trainer(PPOStageConfig(seed=PREF_SEED, progress=False), run.variant("best-of-n"))
+    records = [r for domain in ("legal", "medical", "code") for r in [p for p in trainer.prompts if p["domain"] == domain][:8]]
+    samples = trainer.reference_samples(records, 64, progress=False)
+    conversations = [r["prompt"] + [{"role": "assistant", "content": t}] for r, texts in zip(records, samples["texts"]) for t in texts]
+    proxy_scores = score_conversations(proxy, tok, conversations, run.profile.model.max_seq_length).reshape(len(records), 64)
+    ns = [1, 2, 4, 8, 16, 32, 64]
+    weak, strong = best_of_n(proxy_scores, samples["gold"], ns), best_of_n(samples["reward_model"], samples["gold"], ns)
+    assert all(b["reward"] > a["reward"] for a, b in zip(weak, weak[1:])), weak
+    gold = [row["gold"] for row in weak]
+    assert max(gold) > gold[0] + 0.015 and gold[-1] < max(gold) - 0.01, gold
+    assert strong[-1]["gold"] > max(gold) + 0.05, (strong, weak)

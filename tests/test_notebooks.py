@@ -139,7 +139,7 @@ def test_whole_track_runs_headless(tmp_path):
            "--param", "EVAL_PROMPTS=15", "--param", "LABEL_PAIRS=12", "--param", "CURVE_LABELS=20,40",
            "--param", "CURVE_SEEDS=1", "--param", "CURVE_STEPS=6", "--param", "EXERCISE_STEPS=3",
            "--param", "PRETRAIN_STEPS=5", "--param", "ENSEMBLE_SIZE=2",
-           "--param", "LAB_STEPS=2", "--param", "LAB_BATCH=4", "--param", "BON_N=4", "--param", "BON_PROMPTS=1", "--param", "RLOO_STEPS=2",
+           "--param", "LAB_STEPS=2", "--param", "LAB_BATCH=4", "--param", "BON_N=4", "--param", "BON_PROMPTS=1", "--param", "PROXY_STEPS=4", "--param", "RLOO_STEPS=2",
            "--param", "LAB_PROMPTS=6", "--param", "HUMANEVAL_PROBLEMS=4", "--param", "HUMANEVAL_SAMPLES=2",
            "--param", "HUMAN_PAIRS=4", "--param", "RESAMPLES=500", "--param", "PROBE_GROUPS=4",
            "--param", "PLANTED_TEXTS=60", "--param", "MEMO_PROMPTS=8"]
@@ -182,10 +182,11 @@ def test_whole_track_runs_headless(tmp_path):
     assert ppo["steps"] == 4 and ppo["reference_kl_at_start"] < 1e-3
     assert max(ppo["kl_by_hand_diff"], ppo["gae_by_hand_diff"], ppo["policy_loss_by_hand_diff"]) < 1e-4
     assert {"mean", "ci_low", "ci_high"} <= set(ppo["gold_gain"]) and ppo["rloo"]["steps"] == 2
-    best_of_n = ppo["best_of_n"]  # n = 1, 2, 4: each pick is the best of a union of smaller groups' picks
-    assert [row["n"] for row in best_of_n] == [1, 2, 4] and best_of_n[0]["kl"] == 0
-    assert all(a["reward"] <= b["reward"] + 1e-6 for a, b in zip(best_of_n, best_of_n[1:]))
-    assert all(row["gold"] <= row["gold_best"] + 1e-9 for row in best_of_n)
+    assert set(ppo["best_of_n"]) == {"weak_proxy", "reward_models"} and ppo["proxy_pairs"] > 0
+    for best_of_n in ppo["best_of_n"].values():  # n = 1, 2, 4: a larger n's pick scores at least as high
+        assert [row["n"] for row in best_of_n] == [1, 2, 4] and best_of_n[0]["kl"] == 0
+        assert all(a["reward"] <= b["reward"] + 1e-6 for a, b in zip(best_of_n, best_of_n[1:]))
+        assert all(row["gold"] <= row["gold_best"] + 1e-9 for row in best_of_n)
     assert (run_dir / "ppo" / "value_model" / "model.safetensors").is_file()  # tiny-cpu's value model trains whole
     dpo = metrics["05_dpo"]
     assert dpo["steps"] == 4 and abs(dpo["loss_at_start"] - 0.6931) < 1e-3

@@ -200,3 +200,30 @@ def test_an_ensemble_reward_is_the_members_mean_less_their_spread(trained_run):
     with pytest.raises(MissingArtifactError, match="member_2"):
         make_ppo_trainer(PPOStageConfig(reward_members=3, **QUICK), trained_run)
 
+
+
+def test_reference_samples_come_from_the_sft_model_scored_like_rollouts(trained_run):
+    """Best-of-n's raw material: n replies per prompt from the SFT model (the adapter off), each scored by the reward
+    models and the gold judge exactly as a rollout's replies are."""
+    import numpy as np
+
+    from course_lib.domains import gold_score
+    from course_lib.stages.reward import ensemble_scores
+
+    trainer = make_ppo_trainer(PPOStageConfig(**QUICK), trained_run)
+    records = trainer.prompts[:2]
+    torch.manual_seed(0)
+    samples = trainer.reference_samples(records, 3, progress=False)
+    with torch.no_grad():  # an adapter far from zero: the policy changes, the SFT model's samples do not
+        for p in trainer.policy.parameters():
+            if p.requires_grad:
+                p.add_(1.0)
+    torch.manual_seed(0)
+    assert trainer.reference_samples(records, 3, progress=False)["texts"] == samples["texts"]
+    assert len(samples["texts"]) == 2 and all(len(texts) == 3 for texts in samples["texts"])
+    assert samples["reward_model"].shape == samples["gold"].shape == (2, 3)
+    conversations = [r["prompt"] + [{"role": "assistant", "content": t}] for r, texts in zip(records, samples["texts"]) for t in texts]
+    each = ensemble_scores(trainer.reward_models, trainer.tokenizer, conversations, trained_run.profile.model.max_seq_length)
+    np.testing.assert_allclose(samples["reward_model"].ravel(), each.mean(axis=0), atol=1e-5)
+    gold = [gold_score(r["domain"], r["reference"], t).score for r, texts in zip(records, samples["texts"]) for t in texts]
+    np.testing.assert_allclose(samples["gold"].ravel(), gold)

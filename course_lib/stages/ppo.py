@@ -206,6 +206,27 @@ class PPOTrainer:
         }
         return batch, {**stats, "_gold": scored["gold"], "_reward": scored["reward_model"]}
 
+    def reference_samples(self, records: list[dict[str, Any]], n: int, progress: bool = True) -> dict[str, Any]:
+        """``n`` replies to each record from the SFT model (the policy's adapter off), sampled as the rollouts are and
+        scored: what best-of-n picks from (notebook 04's over-optimization lab, :func:`course_lib.stats.best_of_n`).
+
+        Returns:
+            ``texts``, the ``n`` replies of each record; ``reward_model`` and ``gold``, their scores, ``(records, n)``.
+        """
+        import torch
+        from tqdm.auto import tqdm
+
+        texts, rewards, golds = [], [], []
+        with torch.no_grad(), self.policy.disable_adapter():
+            for record in tqdm(records, desc=f"{n} replies per prompt", disable=not progress):
+                batch = sample_rollouts(self.policy, self.tokenizer, [record] * n, max_new_tokens=self.cfg.max_new_tokens,
+                                        temperature=self.cfg.temperature, top_p=self.cfg.top_p)
+                scored = self.scores(batch)
+                texts.append(list(batch.texts))
+                rewards.append(scored["reward_model"])
+                golds.append(scored["gold"])
+        return {"texts": texts, "reward_model": np.array(rewards), "gold": np.array(golds)}
+
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         """``ppo_epochs`` passes of clipped policy and value updates over shuffled minibatches."""
         import torch
@@ -360,8 +381,7 @@ def make_ppo_trainer(cfg: PPOStageConfig, run: RunContext, callbacks: list[Calla
         run: the run (a variant for a lab, so checkpoints stay out of the stage folder).
         callbacks: functions called with each iteration's stats.
         reward_model: the reward to optimise; None = the run's reward model (notebook 03's), its first
-            ``cfg.reward_members`` ensemble members.
-            The over-optimization lab passes a weaker proxy here.
+            ``cfg.reward_members`` ensemble members; or another model to optimise (a weaker proxy, say).
 
     Raises:
         MissingArtifactError: no SFT model (notebook 02) or no reward model (notebook 03).
