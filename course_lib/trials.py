@@ -27,7 +27,6 @@ def rloo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, 
         The trained trainer: ``trainer.model`` is the RLOO policy, ``trainer.processing_class`` its tokenizer.
     """
     from datasets import Dataset
-    from transformers import set_seed
     from trl import RLOOConfig, RLOOTrainer
 
     profile = run.profile
@@ -44,7 +43,6 @@ def rloo_trial(run: RunContext, *, seed: int, steps: int, learning_rate: float, 
     args = RLOOConfig(**_trainer_args(run, out_dir, steps, learning_rate, batch_size, seed), beta=beta,
                       num_generations=num_generations, max_completion_length=max_new_tokens, temperature=temperature,
                       top_p=1.0)
-    set_seed(seed)  # the LoRA adapter is drawn before the Trainer seeds; torch starts from a random seed
     trainer = RLOOTrainer(model=load_model(profile, sft), reward_funcs=reward, args=args,
                           train_dataset=Dataset.from_list(prompts), processing_class=tok, peft_config=lora_config(profile))
     use_full_logits_on_cpu(trainer.model, temperature=temperature)

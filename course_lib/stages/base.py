@@ -459,15 +459,21 @@ def common_training_args(profile: Profile, *, output_dir: Path, max_steps: int, 
         max_steps: optimizer steps.
         learning_rate: peak LR, or None for the profile's.
         batch_size: per-device batch, or None for the profile's.
-        seed: seed of initialisation and data order.
+        seed: seed of initialisation and data order. The process is seeded with it here, as the Trainer will
+            seed it: a reward head, or the LoRA adapter TRL adds, is drawn when the model is built, before the
+            Trainer exists, and torch starts every process from a random seed.
         report_to: tracker, or None for the profile's.
         logging_steps: steps between logged losses.
         save_steps: steps between checkpoints; None saves none.
         progress: show the trainer's live progress (a bar with the running loss in Jupyter);
             off for the many small trainings an experiment runs, which show one bar of their own.
     """
+    from transformers import set_seed
+
     from ..models import detect_device
     from ..preflight import resolved_precision
+
+    set_seed(seed)
 
     on_gpu = detect_device(profile.device) == "cuda"
     precision = resolved_precision(profile)  # fp16 (with the trainer's loss scaling) where bf16 is not native

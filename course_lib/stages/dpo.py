@@ -84,13 +84,11 @@ def make_dpo_trainer(cfg: DPOStageConfig, run: RunContext, callbacks: list | Non
     Raises:
         MissingArtifactError: no starting model (notebook 02 or 04) or no curated pairs (notebook 01).
     """
-    from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
     profile = run.profile
     inputs = dpo_inputs(cfg, run)
     args = DPOConfig(**dpo_trainer_args(cfg, profile, run.stage_dir(STAGE) / "checkpoints"))
-    set_seed(cfg.seed)  # the LoRA adapter is drawn before the Trainer seeds; torch starts from a random seed
     trainer = length_grouped(DPOTrainer)(
         model=load_model(profile, str(inputs["policy"])), args=args, train_dataset=_pairs(inputs["train"]),
         eval_dataset=_pairs(inputs["val"]), processing_class=load_tokenizer(profile, str(inputs["policy"])),

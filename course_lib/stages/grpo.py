@@ -70,7 +70,6 @@ def grpo_inputs(cfg: GRPOStageConfig, run: RunContext) -> dict[str, Path]:
 def make_grpo_trainer(cfg: GRPOStageConfig, run: RunContext, callbacks: list | None = None):
     """TRL's ``GRPOTrainer`` from ``cfg.start_from``'s merged model with a fresh LoRA adapter."""
     from datasets import Dataset
-    from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
     profile = run.profile
@@ -92,7 +91,6 @@ def make_grpo_trainer(cfg: GRPOStageConfig, run: RunContext, callbacks: list | N
         beta=cfg.beta,
     )
     prompts = Dataset.from_list([{"prompt": r["prompt"]} for r in load_records(inputs["prompts"], "preference")])
-    set_seed(cfg.seed)  # the LoRA adapter is drawn before the Trainer seeds; torch starts from a random seed
     trainer = GRPOTrainer(model=load_model(profile, str(inputs["policy"])), reward_funcs=reward, args=args,
                           train_dataset=prompts, processing_class=tok, peft_config=lora_config(profile), callbacks=callbacks)
     use_full_logits_on_cpu(trainer.model, temperature=cfg.temperature)

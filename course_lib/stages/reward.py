@@ -266,7 +266,6 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
         MissingArtifactError: no SFT model (notebook 02) or no preference data (notebook 01).
     """
     from datasets import Dataset
-    from transformers import set_seed
     from trl import RewardConfig, RewardTrainer
 
     profile = run.profile
@@ -295,7 +294,6 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
         rows = rows + random.Random(seed + 1).sample(misses, round(cfg.near_miss_pairs * len(misses)))
     train = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
     # The head is new, so transformers reports score.weight as missing: expected, and said once in notebook 03.
-    set_seed(seed)  # the head (and adapter) are drawn before the Trainer seeds; torch starts from a random seed
     model = load_model(profile, str(sft_dir), num_labels=1)
     trainer = length_grouped(RewardTrainer)(  # random batches of these pairs are half padding
         model=model, args=args, train_dataset=train, processing_class=load_tokenizer(profile, str(sft_dir)),

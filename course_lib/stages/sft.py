@@ -81,7 +81,6 @@ def make_sft_trainer(cfg: SFTStageConfig, run: RunContext, callbacks: list | Non
     Raises:
         MissingArtifactError: the curated data of notebook 01 is not in the run directory.
     """
-    from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
     profile = run.profile
@@ -106,7 +105,6 @@ def make_sft_trainer(cfg: SFTStageConfig, run: RunContext, callbacks: list | Non
         include_num_input_tokens_seen="non_padding",
         dataset_num_proc=None,
     )
-    set_seed(cfg.seed)  # the LoRA adapter is drawn before the Trainer seeds; torch starts from a random seed
     trainer = SFTTrainer(
         model=load_model(profile), args=args, processing_class=load_tokenizer(profile),
         train_dataset=_conversations(inputs["sft_train"]), eval_dataset=_conversations(inputs["sft_val"]),
