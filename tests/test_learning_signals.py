@@ -185,22 +185,16 @@ def test_best_of_n_over_optimizes_a_weak_proxy_and_not_the_reward_models(prefere
     The proxy's score of its pick rises with n; the gold score of that pick rises, peaks and falls. Over six proxy
     seeds on one track run: up by +0.036 to +0.058 at the peak (n = 4 to 32), then down by 0.020 to 0.084 at n = 64
     (docs/preference_feasibility.md, "Over-optimization"). Notebook 03's two models' pick was still climbing."""
-    import random
-
     from course_lib.stages import PPOStageConfig, make_ppo_trainer
-    from course_lib.stages.reward import preference_rows, score_conversations, train_reward_model
+    from course_lib.stages.reward import score_replies, train_weak_proxy
     from course_lib.stats import best_of_n
 
     run, tok, _, _ = preference_run
-    pairs = preference_rows(run, "prefs_train.jsonl")
-    proxy_pairs = random.Random(PREF_SEED).sample(pairs, round(0.2 * len(pairs)))
-    proxy_cfg = RewardStageConfig(max_steps=60, swap_pairs=0, near_miss_pairs=0, seed=PREF_SEED, progress=False)
-    proxy, _, _ = train_reward_model(proxy_cfg, run, proxy_pairs, seed=PREF_SEED)
+    proxy, _, _ = train_weak_proxy(run, share=0.2, steps=60, seed=PREF_SEED)
     trainer = make_ppo_trainer(PPOStageConfig(seed=PREF_SEED, progress=False), run.variant("best-of-n"))
     records = [r for domain in ("legal", "medical", "code") for r in [p for p in trainer.prompts if p["domain"] == domain][:8]]
     samples = trainer.reference_samples(records, 64, progress=False)
-    conversations = [r["prompt"] + [{"role": "assistant", "content": t}] for r, texts in zip(records, samples["texts"]) for t in texts]
-    proxy_scores = score_conversations(proxy, tok, conversations, run.profile.model.max_seq_length).reshape(len(records), 64)
+    proxy_scores = score_replies(proxy, tok, records, samples["texts"], run.profile.model.max_seq_length)
     ns = [1, 2, 4, 8, 16, 32, 64]
     weak, strong = best_of_n(proxy_scores, samples["gold"], ns), best_of_n(samples["reward_model"], samples["gold"], ns)
     assert all(b["reward"] > a["reward"] for a, b in zip(weak, weak[1:])), weak

@@ -129,6 +129,27 @@ def test_scores_come_back_in_the_conversations_order(trained_run):
     assert score_conversations(model, tok, [], 256).shape == (0,)
 
 
+def test_the_weak_proxy_learns_from_a_share_of_the_pairs_and_scores_replies_per_record(trained_run):
+    """Notebook 04's over-optimization lab: a reward model on a fifth of the pairs, scoring n replies per prompt."""
+    from course_lib.models import load_tokenizer
+    from course_lib.stages.reward import preference_rows, score_conversations, score_replies, train_weak_proxy
+
+    with pytest.raises(ValueError, match="share must be in"):
+        train_weak_proxy(trained_run, share=0, steps=1, seed=0)
+    proxy, used, total = train_weak_proxy(trained_run, share=0.2, steps=1, seed=0)
+    assert total == len(preference_rows(trained_run, "prefs_train.jsonl")) and used == max(1, round(0.2 * total))
+    tok = load_tokenizer(trained_run.profile, str(trained_run.artifact("sft", "merged", "02_sft")))
+    records = [{"prompt": [{"role": "user", "content": question}]} for question in ("Is it urgent?", "Write squares.")]
+    replies = [["Yes.", "No, rest.", "Call 911."], ["def squares(n): ...", "I cannot.", "Here:"]]
+    scores = score_replies(proxy, tok, records, replies, 256)
+    assert scores.shape == (2, 3)
+    flat = score_conversations(proxy, tok, [r["prompt"] + [{"role": "assistant", "content": t}]
+                                            for r, texts in zip(records, replies) for t in texts], 256)
+    assert scores.ravel() == pytest.approx(flat, abs=1e-5)
+    with pytest.raises(ValueError, match="same number of replies"):
+        score_replies(proxy, tok, records, [replies[0], replies[1][:2]], 256)
+
+
 def test_scoring_cuts_at_the_training_length_and_says_so(trained_run):
     from course_lib.models import load_tokenizer
     from course_lib.stages.reward import score_conversations

@@ -400,6 +400,46 @@ def _losses(trainer) -> list[float]:
     return [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
 
+def train_weak_proxy(run: RunContext, share: float, steps: int, seed: int) -> tuple[Any, int, int]:
+    """A reward model weak on purpose: notebook 04's over-optimization lab pushes best-of-n against it.
+
+    One model, on a random ``share`` of the run's training pairs, for ``steps`` optimizer steps,
+    without the answer-swap and near-miss pairs that teach the stage's models to read the question:
+    it learns what a good reply looks like more than whether it is right.
+
+    Returns:
+        ``(model, pairs it learned from, training pairs in the run)``.
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    pairs = preference_rows(run, "prefs_train.jsonl")
+    chosen = random.Random(seed).sample(pairs, max(1, round(share * len(pairs))))
+    cfg = RewardStageConfig(max_steps=steps, swap_pairs=0, near_miss_pairs=0, seed=seed, progress=False)
+    model, _, _ = train_reward_model(cfg, run, chosen, seed=seed)
+    return model, len(chosen), len(pairs)
+
+
+def score_replies(model, tokenizer, records: Sequence[dict[str, Any]], replies: Sequence[Sequence[str]],
+                  max_length: int) -> np.ndarray:
+    """Reward of each reply to each record's prompt, shape ``(records, replies per record)``.
+
+    Args:
+        model: a sequence-classification model with one output.
+        tokenizer: its tokenizer, with the chat template.
+        records: prompt records (each with its ``prompt`` messages).
+        replies: the same number of reply texts for each record.
+        max_length: as for :func:`score_conversations`.
+    """
+    per_record = {len(texts) for texts in replies}
+    if len(replies) != len(records) or len(per_record) > 1:
+        raise ValueError(f"expected the same number of replies for each of {len(records)} records, got "
+                         f"{[len(texts) for texts in replies]}")
+    conversations = [record["prompt"] + [{"role": "assistant", "content": text}]
+                     for record, texts in zip(records, replies) for text in texts]
+    width = per_record.pop() if per_record else 0
+    return score_conversations(model, tokenizer, conversations, max_length).reshape(len(records), width)
+
+
 def load_reward_model(run: RunContext, member: int = 0, trainable: bool = False):
     """The trained reward model (the SFT model with its head and adapter, or all weights trained), ready to score (``03b``).
 
