@@ -407,8 +407,17 @@ def train_weak_proxy(run: RunContext, share: float, steps: int, seed: int) -> tu
     without the answer-swap and near-miss pairs that teach the stage's models to read the question:
     it learns what a good reply looks like more than whether it is right.
 
+    Args:
+        run: the run whose ``prefs_train.jsonl`` and SFT model it starts from.
+        share: the share of the training pairs to learn from, in (0, 1].
+        steps: optimizer steps.
+        seed: seed of the pair sample and of the training.
+
     Returns:
         ``(model, pairs it learned from, training pairs in the run)``.
+
+    Raises:
+        ValueError: ``share`` outside (0, 1].
     """
     if not 0 < share <= 1:
         raise ValueError(f"share must be in (0, 1], got {share}")
