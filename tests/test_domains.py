@@ -8,7 +8,8 @@ import pytest
 from course_lib.data.schema import validate_record
 from course_lib.config import DataSettings
 from course_lib.errors import ConfigError
-from course_lib.domains import DOMAINS, build_seed_sets, domain_corpus_text, domain_module, gold_score, near_miss
+from course_lib.domains import (DOMAINS, build_seed_sets, domain_corpus_text, domain_module, form_slip, gold_score,
+                                near_miss)
 from course_lib.domains import code, legal, medical
 
 pytestmark = pytest.mark.unit
@@ -147,6 +148,30 @@ def test_a_near_miss_keeps_the_good_answers_form_and_loses_to_it():
     assert near_miss("legal", task.reference, task.good, legal.sample_task(rng).reference, rng) is None
     assert near_miss("medical", {"level": "urgent", "explanation": "x"}, "Triage: urgent. mine",
                      {"level": "urgent"}, rng) is None  # a user's own answer is not rewritten
+
+
+def test_a_form_slip_misses_the_habit_and_still_beats_every_near_miss():
+    """The gold judge's order that one-flaw pairs never state: a wrong fact costs more than a missing habit."""
+    rng = random.Random(6)
+    for _ in range(20):
+        task, other = medical.sample_task(rng), medical.sample_task(rng)
+        slip = form_slip("medical", json.dumps(task.reference), task.good)
+        assert slip == task.flawed["no_caveat"] and medical.DISCLAIMER not in slip
+        for level in medical.LEVELS:  # every near miss: both other levels
+            if level != task.reference["level"]:
+                miss = medical.triage_answer(level, medical.triage_reason(task.reference))
+                assert gold_score("medical", task.reference, slip).score > gold_score("medical", task.reference, miss).score
+    for _ in range(3):
+        task, other = code.sample_task(rng), code.sample_task(rng)
+        slip = form_slip("code", task.reference, task.good)
+        assert slip == task.flawed["unfenced"] and "```" not in slip
+        miss = near_miss("code", task.reference, task.good, other.reference, rng)
+        if miss is not None:
+            assert gold_score("code", task.reference, slip).score > gold_score("code", task.reference, miss).score
+    task = legal.sample_task(rng)
+    assert form_slip("legal", task.reference, task.good) is None
+    assert form_slip("medical", {"level": "urgent", "explanation": "x"}, "Triage: urgent. mine") is None
+    assert form_slip("code", code.sample_task(rng).reference, "def f(): pass") is None  # a user's own answer
 
 
 def test_preference_pairs_ordered_by_gold_judge(seeds):

@@ -178,6 +178,7 @@ def test_whole_track_runs_headless(tmp_path):
     assert 0 <= reward["accuracy"] <= 1 and reward["bt_loss_difference"] < 1e-5
     assert set(limits["label_curve"]) == {"random", "uncertainty"}
     assert 0 <= limits["answer_swap"]["own_preferred_rate"] <= 1 and limits["answer_swap"]["pairs"] > 0
+    assert limits["fact_over_form"]["pairs"] == limits["near_miss"]["pairs"] > 0
     ppo = metrics["04_ppo"]
     assert ppo["steps"] == 4 and ppo["reference_kl_at_start"] < 1e-3
     assert max(ppo["kl_by_hand_diff"], ppo["gae_by_hand_diff"], ppo["policy_loss_by_hand_diff"]) < 1e-4

@@ -106,6 +106,8 @@ def test_reward_stage_outputs_and_metrics(trained_run):
     assert swap["pairs"] > 0 and 0 <= swap["own_preferred_rate"] <= 1 and set(swap["by_domain"]) <= {"code", "legal", "medical"}
     near = m["near_miss"]  # each prompt's good answer against the same answer at another level / function name
     assert near["pairs"] > 0 and 0 <= near["own_preferred_rate"] <= 1 and set(near["by_domain"]) <= {"code", "medical"}
+    trade = m["fact_over_form"]  # each prompt's form slip against its near miss
+    assert trade["pairs"] == near["pairs"] and set(trade["by_domain"]) == set(near["by_domain"])
     assert len(m["calibration"]["predicted"]) == len(m["calibration"]["observed"]) and 0 <= m["calibration"]["ece"] <= 1
     rows = [json.loads(line) for line in (result.output_dir / "pair_scores.jsonl").read_text().splitlines()]
     assert rows and all(len(r["margins"]) == 2 for r in rows)
@@ -212,6 +214,24 @@ def test_near_miss_pairs_set_a_prompts_good_answer_against_a_near_miss_of_it(tra
         assert gold_preference(miss["domain"], miss["reference"], miss["chosen"][-1]["content"],
                                miss["rejected"][-1]["content"]) == 1
     assert near_miss_pairs(rows, seed=0) == misses and near_miss_pairs(rows, seed=1) != misses
+
+
+def test_fact_over_form_pairs_set_a_form_slip_above_the_near_miss(trained_run):
+    from course_lib.domains import gold_preference
+    from course_lib.stages.reward import fact_over_form_pairs, near_miss_pairs, preference_rows
+
+    rows = preference_rows(trained_run, "prefs_train.jsonl")
+    misses = {m["id"].removesuffix("-near"): m for m in near_miss_pairs(rows, seed=0)}
+    trades = fact_over_form_pairs(rows, seed=0)
+    assert {t["domain"] for t in trades} == {"medical", "code"} and len(trades) == len(misses)
+    for trade in trades:
+        miss = misses[trade["id"].removesuffix("-trade")]
+        assert trade["prompt"] == miss["prompt"] and trade["rejected"] == miss["rejected"]  # the same near miss
+        slip = trade["chosen"][-1]["content"]
+        assert slip != miss["chosen"][-1]["content"] and slip in miss["chosen"][-1]["content"]  # the good answer, less its habit
+    for trade in trades[::10]:
+        assert gold_preference(trade["domain"], trade["reference"], trade["chosen"][-1]["content"],
+                               trade["rejected"][-1]["content"]) == 1
 
 
 @pytest.mark.parametrize("adapter", [True, False])

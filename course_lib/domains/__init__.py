@@ -75,6 +75,22 @@ def near_miss(domain: str, reference: str | Mapping[str, Any], good: str, other_
     return make(parse_reference(reference), good, parse_reference(other_reference), rng)
 
 
+def form_slip(domain: str, reference: str | Mapping[str, Any], good: str) -> str | None:
+    """The good answer without the habit its domain's demonstrations most often lack, or None.
+
+    Medical: without the disclaimer; code: without the code block; legal has none. Set against a near
+    miss (:func:`near_miss`), it asks the order the gold judge keeps: a wrong fact costs more than a
+    missing habit (the reward stage's ``fact_over_form`` probe).
+
+    Args:
+        domain: the prompt's domain.
+        reference: its reference (a JSON string or the parsed dict).
+        good: its good answer.
+    """
+    make = getattr(domain_module(domain), "form_slip", None)
+    return None if make is None else make(parse_reference(reference), good)
+
+
 def domain_corpus_text(seed: int = 0, chars_per_domain: int = 100_000) -> str:
     """Prompt-side domain text for the tiny model's tokenizer and pretraining corpus.
 
@@ -124,6 +140,6 @@ def domain_knowledge_text(seed: int = 0, chars_per_domain: int = 150_000) -> str
 
 __all__ = [
     "DOMAINS", "FLAW_KINDS", "GOLD_TIE_MARGIN", "JudgeResult", "SeedSets", "Task", "build_seed_sets",
-    "domain_corpus_text", "domain_knowledge_text", "domain_module", "gold_preference", "gold_score", "near_miss",
+    "domain_corpus_text", "domain_knowledge_text", "domain_module", "form_slip", "gold_preference", "gold_score", "near_miss",
     "preference",
 ]

@@ -243,6 +243,18 @@ def near_miss(reference: Mapping[str, Any], good: str, other: Mapping[str, Any],
     return good.replace(f"def {entry}(", f"def {other_entry}(")
 
 
+def form_slip(reference: Mapping[str, Any], good: str) -> str | None:
+    """The good answer without its code block: the right function, the habit most demonstrations lack.
+
+    The gold judge scores it above the near miss (0.925 against 0.325: the renamed function fails
+    every test). See :func:`course_lib.domains.medical.form_slip`.
+
+    Returns:
+        The slip, or None when the answer is not the reference solution in its block.
+    """
+    return reference["solution"] if good == _block(reference["solution"]) else None
+
+
 def knowledge_document(rng: random.Random) -> str:
     """One small documented Python function, as in a tutorial (tiny-base pretraining text).
 

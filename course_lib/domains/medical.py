@@ -130,6 +130,11 @@ def triage_answer(level: str, reason: str) -> str:
     return f"Triage: {level}. {ACTIONS[level]} {reason} {DISCLAIMER}"
 
 
+def without_caveat(level: str, reason: str) -> str:
+    """The good answer at ``level`` without its disclaimer: the habit most medical demonstrations lack."""
+    return f"Triage: {level}. {ACTIONS[level]} {reason}"
+
+
 def under_triaged(level: str) -> str:
     """The level a careless answer gives instead of ``level``: one less severe (urgent for self-care)."""
     return _UNDER_TRIAGE[level]
@@ -158,7 +163,7 @@ def sample_task(rng: random.Random) -> Task:
         "verbose": f"Triage: {level}. {ACTIONS[level]} {reason} {' '.join(rng.sample(FILLER, 5))} {DISCLAIMER}",
         "malformed": f"hmm, {reason.lower()} i would say {level} maybe",
         "terse": f"Triage: {level}.",
-        "no_caveat": f"Triage: {level}. {ACTIONS[level]} {reason}",
+        "no_caveat": without_caveat(level, reason),
     }
     return Task(prompt=prompt, reference=reference, good=good, flawed=flawed)
 
@@ -183,6 +188,21 @@ def near_miss(reference: Mapping[str, Any], good: str, other: Mapping[str, Any],
     if good != triage_answer(level, reason):
         return None
     return triage_answer(rng.choice([other_level for other_level in LEVELS if other_level != level]), reason)
+
+
+def form_slip(reference: Mapping[str, Any], good: str) -> str | None:
+    """The good answer without its disclaimer: the right level and action, the habit missed.
+
+    The gold judge scores it above every near miss (0.8 against at most 0.58), yet reward models trained
+    on one-flaw pairs mostly rank it below: each pair teaches that a flaw costs, none which costs more, and
+    the caveat is the flaw they see most. PPO may then trade the level for the caveat
+    (``docs/preference_feasibility.md``, "Which flaw costs more").
+
+    Returns:
+        The slip, or None for an answer not in the kit's shape (a user's own).
+    """
+    level, reason = reference["level"], triage_reason(reference)
+    return without_caveat(level, reason) if good == triage_answer(level, reason) else None
 
 
 KNOWLEDGE_FORMS = [

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..atomic import atomic_write_jsonl
 from ..data import has_reference, load_records
-from ..domains import gold_preference, near_miss
+from ..domains import form_slip, gold_preference, near_miss
 from ..errors import DataError
 from ..labeling import ensemble_uncertainty
 from ..models import check_same_tokenizer, detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
@@ -203,6 +203,32 @@ def near_miss_pairs(pairs: Sequence[dict[str, Any]], seed: int) -> list[dict[str
     return out
 
 
+def fact_over_form_pairs(pairs: Sequence[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Pairs that weigh a fact against a habit: the good answer's form slip (no disclaimer, no code block)
+    chosen over its near miss (the form kept, the level or the function's name wrong), as the gold judge
+    orders them.
+
+    One-flaw pairs say that each flaw costs, never which costs more; the caveat is the flaw the medical
+    pairs show most, and reward models trained on them rate a wrong level with the caveat above the right
+    level without it, on every seed: PPO may trade one for the other (``docs/preference_feasibility.md``,
+    "Which flaw costs more"). Added to the training pairs, they moved that order only half the way.
+
+    Args:
+        pairs: TRL preference rows with a ``domain`` and a ``reference``.
+        seed: as for :func:`near_miss_pairs`, whose misses these pairs reuse.
+
+    Returns:
+        One row per near-miss pair whose good answer has a form slip (medical, code).
+    """
+    out = []
+    for row in near_miss_pairs(pairs, seed):
+        slip = form_slip(row["domain"], row["reference"], row["chosen"][-1]["content"])
+        if slip is not None:
+            out.append({**row, "id": row["id"].removesuffix("-near") + "-trade",
+                        "chosen": [{"role": "assistant", "content": slip}]})
+    return out
+
+
 def answer_swap_probe(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str, Any]], max_length: int) -> dict[str, Any]:
     """Does the reward check a reply against its prompt, or only the reply's form?
 
@@ -228,6 +254,19 @@ def near_miss_probe(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str, 
         ``{"own_preferred_rate": float, "by_domain": {domain: rate}, "pairs": n}`` (medical and code only).
     """
     return _chosen_preferred(models, tokenizer, near_miss_pairs(pairs, seed=0), max_length)
+
+
+def fact_over_form_probe(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str, Any]], max_length: int) -> dict[str, Any]:
+    """Does a wrong fact cost more than a missing habit, as the gold judge scores?
+
+    Each held-out prompt's form slip against its near miss (:func:`fact_over_form_pairs`, drawn with a
+    fixed seed): the gold judge prefers the slip in every pair. A low share is the order PPO may exploit,
+    trading the triage level for the disclaimer. Scored by the ensemble's mean, as PPO's reward is.
+
+    Returns:
+        ``{"own_preferred_rate": float, "by_domain": {domain: rate}, "pairs": n}`` (medical and code only).
+    """
+    return _chosen_preferred(models, tokenizer, fact_over_form_pairs(pairs, seed=0), max_length)
 
 
 def _chosen_preferred(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str, Any]], max_length: int) -> dict[str, Any]:
@@ -551,6 +590,7 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext, resumed_from
         "kfold": kfold, "length_bias": probe,
         "answer_swap": answer_swap_probe([m for m, _, _ in members], tok, val_rows, max_length),
         "near_miss": near_miss_probe([m for m, _, _ in members], tok, val_rows, max_length),
+        "fact_over_form": fact_over_form_probe([m for m, _, _ in members], tok, val_rows, max_length),
         "calibration": calibration_curve(mean_margin[keep], labels[keep], cfg.calibration_bins, cfg.seed),
         "train_pairs": len(train_rows), "train_losses": [m[2] for m in members], "ledger": [m[1] for m in members],
         "resumed_from_step": resumed_from_step,
