@@ -140,6 +140,6 @@ def domain_knowledge_text(seed: int = 0, chars_per_domain: int = 150_000) -> str
 
 __all__ = [
     "DOMAINS", "FLAW_KINDS", "GOLD_TIE_MARGIN", "JudgeResult", "SeedSets", "Task", "build_seed_sets",
-    "domain_corpus_text", "domain_knowledge_text", "domain_module", "form_slip", "gold_preference", "gold_score", "near_miss",
-    "preference",
+    "domain_corpus_text", "domain_knowledge_text", "domain_module", "form_slip", "gold_preference", "gold_score",
+    "near_miss", "preference",
 ]

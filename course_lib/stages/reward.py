@@ -211,7 +211,7 @@ def fact_over_form_pairs(pairs: Sequence[dict[str, Any]], seed: int) -> list[dic
     One-flaw pairs say that each flaw costs, never which costs more; the caveat is the flaw the medical
     pairs show most, and reward models trained on them rate a wrong level with the caveat above the right
     level without it, on every seed: PPO may trade one for the other (``docs/preference_feasibility.md``,
-    "Which flaw costs more"). Added to the training pairs, they moved that order only half the way.
+    "Which flaw costs more"). Added to the training pairs, they moved that order only part of the way.
 
     Args:
         pairs: TRL preference rows with a ``domain`` and a ``reference``.
