@@ -154,20 +154,23 @@ def test_a_form_slip_misses_the_habit_and_still_beats_every_near_miss():
     """The gold judge's order that one-flaw pairs never state: a wrong fact costs more than a missing habit."""
     rng = random.Random(6)
     for _ in range(20):
-        task, other = medical.sample_task(rng), medical.sample_task(rng)
+        task = medical.sample_task(rng)
         slip = form_slip("medical", json.dumps(task.reference), task.good)
         assert slip == task.flawed["no_caveat"] and medical.DISCLAIMER not in slip
         for level in medical.LEVELS:  # every near miss: both other levels
             if level != task.reference["level"]:
                 miss = medical.triage_answer(level, medical.triage_reason(task.reference))
                 assert gold_score("medical", task.reference, slip).score > gold_score("medical", task.reference, miss).score
+    compared = 0
     for _ in range(3):
         task, other = code.sample_task(rng), code.sample_task(rng)
         slip = form_slip("code", task.reference, task.good)
         assert slip == task.flawed["unfenced"] and "```" not in slip
         miss = near_miss("code", task.reference, task.good, other.reference, rng)
-        if miss is not None:
+        if miss is not None:  # None when both prompts ask for the same name
             assert gold_score("code", task.reference, slip).score > gold_score("code", task.reference, miss).score
+            compared += 1
+    assert compared
     task = legal.sample_task(rng)
     assert form_slip("legal", task.reference, task.good) is None
     assert form_slip("medical", {"level": "urgent", "explanation": "x"}, "Triage: urgent. mine") is None

@@ -564,7 +564,8 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext, resumed_from
     if not is_main_process():
         return result_of_main_process(STAGE, out)
 
-    margins_arr = np.stack([pair_margins(m, tok, val_rows, max_length) for m, _, _ in members])  # (ensemble, n_val)
+    models = [m for m, _, _ in members]
+    margins_arr = np.stack([pair_margins(m, tok, val_rows, max_length) for m in models])  # (ensemble, n_val)
     probe = length_bias_probe(members[0][0], tok, [r for r, k in zip(val_rows, keep) if k], cfg.length_probe_pairs, max_length)
     mean_margin = margins_arr.mean(axis=0)
     acc, low, high = bootstrap_ci(ranked_correctly(mean_margin, labels), n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
@@ -588,9 +589,9 @@ def finish_reward(trainer, cfg: RewardStageConfig, run: RunContext, resumed_from
         "member_accuracy": [float(ranked_correctly(m, labels).mean()) for m in margins_arr],
         "ensemble_size": cfg.ensemble_size, "mean_uncertainty": float(uncertainty.mean()),
         "kfold": kfold, "length_bias": probe,
-        "answer_swap": answer_swap_probe([m for m, _, _ in members], tok, val_rows, max_length),
-        "near_miss": near_miss_probe([m for m, _, _ in members], tok, val_rows, max_length),
-        "fact_over_form": fact_over_form_probe([m for m, _, _ in members], tok, val_rows, max_length),
+        "answer_swap": answer_swap_probe(models, tok, val_rows, max_length),
+        "near_miss": near_miss_probe(models, tok, val_rows, max_length),
+        "fact_over_form": fact_over_form_probe(models, tok, val_rows, max_length),
         "calibration": calibration_curve(mean_margin[keep], labels[keep], cfg.calibration_bins, cfg.seed),
         "train_pairs": len(train_rows), "train_losses": [m[2] for m in members], "ledger": [m[1] for m in members],
         "resumed_from_step": resumed_from_step,
