@@ -19,8 +19,10 @@ Two kinds of walls stand around it (``docs/sandbox.md`` says what each one stops
 Every result says which layers were in force (``isolation``); :func:`isolation` tells
 before any run, and ``COURSE_LIB_SANDBOX_ISOLATION=hook`` turns the OS layers off.
 
-The parent reads the output through bounded buffers until a hard deadline, then kills
-the process group. :func:`run_tests` reads its verdict from a pipe of its own, never
+A small helper process (the broker), started on the first run, forks every sandbox: forking
+from a process that holds a model would copy its page tables each time, which costs more than
+the run. It reads the output through bounded buffers until a hard deadline, then kills the
+process group. :func:`run_tests` reads its verdict from a pipe of its own, never
 from the output; a test shaped ``assert <call> == <literal>`` (``!=``, ``is``,
 ``is not``) is decided in the parent, which compares the returned value, sent back as
 plain data, with the expected one, so an object with a forged ``__eq__`` cannot pass it.
@@ -31,6 +33,7 @@ evaluation; introduced in ``01_data_curation``.
 from __future__ import annotations
 
 import ast
+import base64
 import ctypes
 import functools
 import json
@@ -46,9 +49,10 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 _MIB = 1024 * 1024
 ISOLATION_ENV = "COURSE_LIB_SANDBOX_ISOLATION"
@@ -615,14 +619,16 @@ def _collect(proc: subprocess.Popen, program: bytes, deadline: float,
     return out, err, verdict, timed_out
 
 
-def _execute(program: str | Callable[[int], str], limits: SandboxLimits, plan: _Plan) -> tuple[SandboxResult, bytes]:
-    """Run a program under ``plan``.
+def _execute_here(program: str | tuple[str, str], limits: SandboxLimits, plan: _Plan,
+                  guard: str) -> tuple[SandboxResult, bytes]:
+    """Run a program under ``plan``, forking from this process (the broker's side of :func:`_execute`).
 
     Args:
-        program: the source, or a function that writes it given the descriptor of a pipe
-            of its own in the child, for a verdict that the output cannot forge.
+        program: the source, or its two halves around the number of a pipe of its own in
+            the child (``head + str(fd) + tail``), for a verdict that the output cannot forge.
         limits: resource limits.
         plan: the OS layers to set up.
+        guard: the child's bootstrap (``_GUARD``), which installs the audit hook and reads the program.
 
     Returns:
         The result, and what arrived on the verdict pipe (its last 4 MiB).
@@ -633,12 +639,12 @@ def _execute(program: str | Callable[[int], str], limits: SandboxLimits, plan: _
         if plan.unprivileged_user:
             os.chown(workdir, *_nobody())
         hidden = _directories_to_hide(plan, workdir) if plan.read_only else []
-        read_end, write_end = os.pipe() if callable(program) else (None, None)
+        read_end, write_end = (None, None) if isinstance(program, str) else os.pipe()
         try:
-            source = program(write_end) if callable(program) else program
+            source = program if write_end is None else f"{program[0]}{write_end}{program[1]}"
             try:
                 proc = subprocess.Popen(
-                    [_interpreter(), "-I", "-S", "-c", _GUARD],
+                    [_interpreter(), "-I", "-S", "-c", guard],
                     cwd=workdir,
                     env=_scrubbed_env(workdir),
                     stdin=subprocess.PIPE,
@@ -674,6 +680,126 @@ def _execute(program: str | Callable[[int], str], limits: SandboxLimits, plan: _
         isolation=plan.layers,
         output_bytes_dropped=out.dropped + err.dropped,
     ), verdict.data()
+
+
+# --- the broker: sandboxes forked from a small process --------------------------------------
+
+# Forking copies the parent's page tables: from a process that holds a model (a GiB or more)
+# that costs more than the sandboxed run itself (docs/sandbox.md). So a small helper process,
+# started on the first run and kept for the process's lifetime, forks every sandbox. It is the
+# kit's own code, loaded from this file in an isolated interpreter; requests and results go
+# over its stdin and stdout as length-prefixed JSON.
+_BROKER_MAIN = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("course_lib_sandbox_broker", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module  # dataclasses look their module up while the file loads
+spec.loader.exec_module(module)
+module._serve()
+"""
+_BROKER_GRACE_SECONDS = 30.0  # beyond a run's wall limit: its working directory's set-up and clean-up
+
+
+def _write_message(stream, message: dict[str, Any]) -> None:
+    data = json.dumps(message).encode("utf-8")
+    stream.write(struct.pack("<Q", len(data)) + data)
+    stream.flush()
+
+
+def _read_message(stream) -> dict[str, Any] | None:
+    """The next message, or None at the end of the stream."""
+    header = stream.read(8)
+    if len(header) < 8:
+        return None
+    size = struct.unpack("<Q", header)[0]
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return json.loads(data)
+
+
+def _serve() -> None:
+    """The broker's loop: one run per request, until its stdin closes (the kit's process ended)."""
+    requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print goes to stderr, never into the replies
+    while (request := _read_message(requests)) is not None:
+        program = request["program"] if isinstance(request["program"], str) else tuple(request["program"])
+        try:
+            result, verdict = _execute_here(program, SandboxLimits(**request["limits"]), _Plan(**request["plan"]),
+                                            request["guard"])
+        except (OSError, RuntimeError) as err:
+            _write_message(replies, {"error": "OSError" if isinstance(err, OSError) else "RuntimeError",
+                                     "message": str(err)})
+            continue
+        _write_message(replies, {"result": asdict(result), "verdict": base64.b64encode(verdict).decode("ascii")})
+
+
+class _Broker:
+    """The kit's side of the broker: starts it on first use (again in a forked child, or after it died)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._owner = 0  # the pid that started it: a forked child starts its own
+
+    def _running(self) -> bool:
+        return self._proc is not None and self._owner == os.getpid() and self._proc.poll() is None
+
+    def _start(self) -> None:
+        self._proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BROKER_MAIN, os.path.abspath(__file__)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._owner = os.getpid()
+
+    def _stop(self) -> None:
+        if self._proc is not None and self._owner == os.getpid():
+            self._proc.kill()
+            self._proc.wait()
+            self._proc.stdin.close()
+            self._proc.stdout.close()
+        self._proc = None
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id, or None before the first run."""
+        return self._proc.pid if self._running() else None
+
+    def run(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one request and wait for its reply; a broker that died is started again once."""
+        with self._lock:
+            for attempt in range(2):
+                if not self._running():
+                    self._start()
+                try:
+                    _write_message(self._proc.stdin, request)
+                    ready = selectors.DefaultSelector()
+                    ready.register(self._proc.stdout, selectors.EVENT_READ)
+                    answered = ready.select(timeout)
+                    ready.close()
+                    reply = _read_message(self._proc.stdout) if answered else None
+                except (BrokenPipeError, ValueError):  # it died while we wrote; ValueError: bad JSON
+                    reply = None
+                if reply is not None:
+                    return reply
+                self._stop()
+        raise RuntimeError("sandbox: the helper process that starts sandboxed runs stopped answering")
+
+
+_BROKER = _Broker()
+
+
+def _execute(program: str | tuple[str, str], limits: SandboxLimits, plan: _Plan) -> tuple[SandboxResult, bytes]:
+    """Run a program under ``plan``, forked by the broker (see :func:`_execute_here` for the arguments).
+
+    Raises:
+        RuntimeError: an OS layer could not be set up, or the broker stopped answering.
+        OSError: the working directory or the pipes could not be made.
+    """
+    reply = _BROKER.run({"program": program, "limits": asdict(limits), "plan": asdict(plan), "guard": _GUARD},
+                        timeout=limits.wall_seconds + _BROKER_GRACE_SECONDS)
+    if "error" in reply:
+        raise (OSError if reply["error"] == "OSError" else RuntimeError)(reply["message"])
+    result = SandboxResult(**{**reply["result"], "isolation": tuple(reply["result"]["isolation"])})
+    return result, base64.b64decode(reply["verdict"])
 
 
 def run_python(program: str, limits: SandboxLimits | None = None) -> SandboxResult:
@@ -904,7 +1030,7 @@ def run_tests(solution: str, tests: list[str], limits: SandboxLimits | None = No
     split = [_split_assert(test) for test in tests]
     entries = [("call", s[0]) if s else ("snippet", test) for s, test in zip(split, tests)]
     secret = secrets.token_hex(16)
-    program = (lambda fd: _TEST_HARNESS + f"_harness({solution!r}, {entries!r}, {secret!r}, {fd})\n")
+    program = (_TEST_HARNESS + f"_harness({solution!r}, {entries!r}, {secret!r}, ", ")\n")  # around the verdict fd
     result, channel = _execute(program, limits or SandboxLimits(), _current_plan())
     outcome = {"isolation": list(result.isolation), "compared_in_parent": [s is not None for s in split],
                "timed_out": result.timed_out}
