@@ -9,7 +9,7 @@ from course_lib.data.schema import validate_record
 from course_lib.config import DataSettings
 from course_lib.errors import ConfigError
 from course_lib.domains import (DOMAINS, build_seed_sets, domain_corpus_text, domain_module, form_slip, gold_score,
-                                near_miss)
+                                near_miss, without_form)
 from course_lib.domains import code, legal, medical
 
 pytestmark = pytest.mark.unit
@@ -175,6 +175,25 @@ def test_a_form_slip_misses_the_habit_and_still_beats_every_near_miss():
     assert form_slip("legal", task.reference, task.good) is None
     assert form_slip("medical", {"level": "urgent", "explanation": "x"}, "Triage: urgent. mine") is None
     assert form_slip("code", code.sample_task(rng).reference, "def f(): pass") is None  # a user's own answer
+
+
+def test_without_form_takes_the_habit_from_any_answer_and_the_judge_still_values_it():
+    """A near miss less its disclaimer or code block: the gold judge scores it lower, so the habit counts there too."""
+    rng = random.Random(7)
+    compared = 0
+    for _ in range(10):
+        domain = rng.choice(["medical", "code"])
+        task, other = domain_module(domain).sample_task(rng), domain_module(domain).sample_task(rng)
+        miss = near_miss(domain, task.reference, task.good, other.reference, rng)
+        if miss is None:  # two code prompts asking for the same name
+            continue
+        bare = without_form(domain, miss)
+        assert bare is not None and bare != miss and medical.DISCLAIMER not in bare and "```" not in bare
+        assert gold_score(domain, task.reference, miss).score > gold_score(domain, task.reference, bare).score
+        assert without_form(domain, bare) is None  # nothing left to take
+        compared += 1
+    assert compared
+    assert without_form("legal", legal.sample_task(rng).good) is None
 
 
 def test_preference_pairs_ordered_by_gold_judge(seeds):

@@ -234,6 +234,25 @@ def test_fact_over_form_pairs_set_a_form_slip_above_the_near_miss(trained_run):
                                trade["rejected"][-1]["content"]) == 1
 
 
+def test_form_kept_pairs_set_a_near_miss_above_itself_without_its_form(trained_run):
+    """The counterweight of the trade-off pairs: the habit still counts where the fact is wrong."""
+    from course_lib.domains import gold_preference
+    from course_lib.stages.reward import form_kept_pairs, near_miss_pairs, preference_rows
+
+    rows = preference_rows(trained_run, "prefs_train.jsonl")
+    misses = {m["id"].removesuffix("-near"): m for m in near_miss_pairs(rows, seed=0)}
+    kept = form_kept_pairs(rows, seed=0)
+    assert {k["domain"] for k in kept} == {"medical", "code"} and len(kept) == len(misses)
+    for pair in kept:
+        miss = misses[pair["id"].removesuffix("-form")]
+        assert pair["prompt"] == miss["prompt"] and pair["chosen"] == miss["rejected"]  # the near miss itself
+        bare = pair["rejected"][-1]["content"]
+        assert bare != miss["rejected"][-1]["content"] and bare in miss["rejected"][-1]["content"]  # less its form
+    for pair in kept[::10]:
+        assert gold_preference(pair["domain"], pair["reference"], pair["chosen"][-1]["content"],
+                               pair["rejected"][-1]["content"]) == 1
+
+
 @pytest.mark.parametrize("adapter", [True, False])
 def test_a_seed_fixes_the_freshly_drawn_weights_whatever_the_process_drew_before(trained_run, tmp_path, adapter):
     """The reward head and a LoRA adapter are drawn before TRL's Trainer seeds; torch starts each process from a
@@ -267,14 +286,18 @@ def test_a_seed_fixes_the_sft_adapter_whatever_the_process_drew_before(tmp_path,
 @pytest.mark.parametrize("adapter", [True, False])
 def test_the_reward_model_trains_an_adapter_or_every_weight_as_the_profile_says(trained_run, tmp_path, adapter):
     from course_lib.config import load_profile
-    from course_lib.stages.reward import answer_swap_pairs, near_miss_pairs, preference_rows
+    from course_lib.stages.reward import (answer_swap_pairs, fact_over_form_pairs, form_kept_pairs, near_miss_pairs,
+                                          preference_rows)
 
     run = RunContext(run_dir=trained_run.run_dir, profile=load_profile("tiny-cpu", {"lora.reward": adapter}))
-    trainer = make_reward_trainer(RewardStageConfig(max_steps=1, swap_pairs=0.5, near_miss_pairs=0.25, seed=3), run,
-                                  output_dir=tmp_path, progress=False)
+    trainer = make_reward_trainer(RewardStageConfig(max_steps=1, swap_pairs=0.5, near_miss_pairs=0.25,
+                                                    fact_over_form_pairs=0.2, seed=3),
+                                  run, output_dir=tmp_path, progress=False)
     rows = preference_rows(run, "prefs_train.jsonl")
     assert len(trainer.train_dataset) == (len(rows) + round(0.5 * len(answer_swap_pairs(rows, seed=3)))
-                                          + round(0.25 * len(near_miss_pairs(rows, seed=3))))
+                                          + round(0.25 * len(near_miss_pairs(rows, seed=3)))
+                                          + round(0.2 * len(fact_over_form_pairs(rows, seed=3)))
+                                          + round(0.2 * len(form_kept_pairs(rows, seed=3))))
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     lr = run.profile.training.learning_rate

@@ -91,6 +91,21 @@ def form_slip(domain: str, reference: str | Mapping[str, Any], good: str) -> str
     return None if make is None else make(parse_reference(reference), good)
 
 
+def without_form(domain: str, answer: str) -> str | None:
+    """Any answer less its domain's habit (the disclaimer, the code block), or None when it has none.
+
+    Where :func:`form_slip` takes a good answer's habit away, this takes a near miss's: the reward stage
+    sets the near miss above it, so that the habit keeps its value where the fact is wrong
+    (``RewardStageConfig.fact_over_form_pairs``).
+
+    Args:
+        domain: the answer's domain (legal has no such habit: always None).
+        answer: the answer.
+    """
+    strip = getattr(domain_module(domain), "without_form", None)
+    return None if strip is None else strip(answer)
+
+
 def domain_corpus_text(seed: int = 0, chars_per_domain: int = 100_000) -> str:
     """Prompt-side domain text for the tiny model's tokenizer and pretraining corpus.
 
@@ -141,5 +156,5 @@ def domain_knowledge_text(seed: int = 0, chars_per_domain: int = 150_000) -> str
 __all__ = [
     "DOMAINS", "FLAW_KINDS", "GOLD_TIE_MARGIN", "JudgeResult", "SeedSets", "Task", "build_seed_sets",
     "domain_corpus_text", "domain_knowledge_text", "domain_module", "form_slip", "gold_preference", "gold_score",
-    "near_miss", "preference",
+    "near_miss", "preference", "without_form",
 ]

@@ -252,7 +252,13 @@ def form_slip(reference: Mapping[str, Any], good: str) -> str | None:
     Returns:
         The slip, or None when the answer is not the reference solution in its block.
     """
-    return reference["solution"] if good == _block(reference["solution"]) else None
+    return without_form(good) if good == _block(reference["solution"]) else None
+
+
+def without_form(answer: str) -> str | None:
+    """The code of the answer's block, unfenced, or None when it has no block: any answer, a near miss too."""
+    code, fenced = extract_code(answer)
+    return code if fenced else None
 
 
 def knowledge_document(rng: random.Random) -> str:

@@ -202,7 +202,13 @@ def form_slip(reference: Mapping[str, Any], good: str) -> str | None:
         The slip, or None for an answer not in the kit's shape (a user's own).
     """
     level, reason = reference["level"], triage_reason(reference)
-    return without_caveat(level, reason) if good == triage_answer(level, reason) else None
+    return without_form(good) if good == triage_answer(level, reason) else None
+
+
+def without_form(answer: str) -> str | None:
+    """The answer less the disclaimer at its end, or None when it has none: any answer, a near miss too."""
+    suffix = " " + DISCLAIMER
+    return answer.removesuffix(suffix) if answer.endswith(suffix) else None
 
 
 KNOWLEDGE_FORMS = [

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..atomic import atomic_write_jsonl
 from ..data import has_reference, load_records
-from ..domains import form_slip, gold_preference, near_miss
+from ..domains import form_slip, gold_preference, near_miss, without_form
 from ..errors import DataError
 from ..labeling import ensemble_uncertainty
 from ..models import check_same_tokenizer, detect_device, load_model, load_tokenizer, lora_config, tokenizer_fingerprint
@@ -211,7 +211,8 @@ def fact_over_form_pairs(pairs: Sequence[dict[str, Any]], seed: int) -> list[dic
     One-flaw pairs say that each flaw costs, never which costs more; the caveat is the flaw the medical
     pairs show most, and reward models trained on them rate a wrong level with the caveat above the right
     level without it, on every seed: PPO may trade one for the other (``docs/preference_feasibility.md``,
-    "Which flaw costs more"). Added to the training pairs, they moved that order only part of the way.
+    "Which flaw costs more"). The reward stage adds them with :func:`form_kept_pairs`, which keep the habit's
+    value (``RewardStageConfig.fact_over_form_pairs``).
 
     Args:
         pairs: TRL preference rows with a ``domain`` and a ``reference``.
@@ -226,6 +227,30 @@ def fact_over_form_pairs(pairs: Sequence[dict[str, Any]], seed: int) -> list[dic
         if slip is not None:
             out.append({**row, "id": row["id"].removesuffix("-near") + "-trade",
                         "chosen": [{"role": "assistant", "content": slip}]})
+    return out
+
+
+def form_kept_pairs(pairs: Sequence[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """The counterweight of :func:`fact_over_form_pairs`: each near miss, its form kept (disclaimer, code
+    block), chosen over the same near miss without it, as the gold judge orders them.
+
+    Trade-off pairs alone teach that the habit counts for little: at half the near misses the right level
+    with the caveat scored barely above it without, and PPO dropped the caveat (``docs/preference_feasibility.md``,
+    "Which flaw costs more"). These pairs say the habit counts on a wrong answer too.
+
+    Args:
+        pairs: TRL preference rows with a ``domain`` and a ``reference``.
+        seed: as for :func:`near_miss_pairs`, whose misses these pairs reuse.
+
+    Returns:
+        One row per near-miss pair whose miss has a form to lose (medical, code).
+    """
+    out = []
+    for row in near_miss_pairs(pairs, seed):
+        bare = without_form(row["domain"], row["rejected"][-1]["content"])
+        if bare is not None:
+            out.append({**row, "id": row["id"].removesuffix("-near") + "-form", "chosen": row["rejected"],
+                        "rejected": [{"role": "assistant", "content": bare}]})
     return out
 
 
@@ -331,6 +356,10 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
     if cfg.near_miss_pairs:  # and to check the one fact the question decides: the level, the function's name
         misses = near_miss_pairs(curated, seed)
         rows = rows + random.Random(seed + 1).sample(misses, round(cfg.near_miss_pairs * len(misses)))
+    if cfg.fact_over_form_pairs:  # and that a wrong fact costs more than a missing habit, which still counts
+        trades, kept = fact_over_form_pairs(curated, seed), form_kept_pairs(curated, seed)
+        rows = (rows + random.Random(seed + 2).sample(trades, round(cfg.fact_over_form_pairs * len(trades)))
+                + random.Random(seed + 3).sample(kept, round(cfg.fact_over_form_pairs * len(kept))))
     train = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
     # The head is new, so transformers reports score.weight as missing: expected, and said once in notebook 03.
     model = load_model(profile, str(sft_dir), num_labels=1)
@@ -462,7 +491,8 @@ def train_weak_proxy(run: RunContext, share: float, steps: int, seed: int) -> tu
         raise ValueError(f"share must be in (0, 1], got {share}")
     pairs = preference_rows(run, "prefs_train.jsonl")
     chosen = random.Random(seed).sample(pairs, max(1, round(share * len(pairs))))
-    cfg = RewardStageConfig(max_steps=steps, swap_pairs=0, near_miss_pairs=0, seed=seed, progress=False)
+    cfg = RewardStageConfig(max_steps=steps, swap_pairs=0, near_miss_pairs=0, fact_over_form_pairs=0, seed=seed,
+                            progress=False)
     model, _, _ = train_reward_model(cfg, run, chosen, seed=seed)
     return model, len(chosen), len(pairs)
 

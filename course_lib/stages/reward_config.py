@@ -12,7 +12,8 @@ class RewardStageConfig:
     """Reward modelling with TRL's ``RewardTrainer``: a scalar head on the SFT model.
 
     Parameters that control training:
-        max_steps, learning_rate, batch_size, group_by_length, swap_pairs, near_miss_pairs, seed, ensemble_size, save_steps, resume.
+        max_steps, learning_rate, batch_size, group_by_length, swap_pairs, near_miss_pairs, fact_over_form_pairs,
+        seed, ensemble_size, save_steps, resume.
     Parameters that control evaluation:
         kfold, bootstrap_resamples, calibration_bins, length_probe_pairs.
     ``None`` means "take it from the profile".
@@ -24,6 +25,7 @@ class RewardStageConfig:
     group_by_length: bool = field(default=True, metadata={"help": "batch pairs of similar length (random batches of the curated pairs are half padding)"})
     swap_pairs: float = field(default=1.0, metadata={"help": "share of training prompts that also get an answer-swap pair: its good answer against another prompt's (teaches reading the question); 0 = off", "min": 0, "max": 1})
     near_miss_pairs: float = field(default=1.0, metadata={"help": "share of training pairs that also get a near-miss pair: the good answer against the same answer at another triage level or under another function name; 0 = off", "min": 0, "max": 1})
+    fact_over_form_pairs: float = field(default=0.35, metadata={"help": "share of near-miss pairs that also get two pairs weighing a fact against a habit: the good answer without its disclaimer or code block over the near miss, and the near miss over itself without them; 0 = off", "min": 0, "max": 1})
     ensemble_size: int = field(default=1, metadata={"help": "reward models trained with different seeds (uncertainty per pair)", "min": 1})
     kfold: int = field(default=0, metadata={"help": "folds for cross-validated accuracy on the training pairs; 0 = off", "min": 0})
     bootstrap_resamples: int = field(default=2000, metadata={"help": "resamples of the accuracy's bootstrap CI", "min": 1})
