@@ -746,8 +746,10 @@ class _Broker:
         return self._proc is not None and self._owner == os.getpid() and self._proc.poll() is None
 
     def _start(self) -> None:
+        # A session of its own: an interrupt to the kit's process group (Ctrl-C, a notebook kernel's) is not
+        # its to handle; it leaves when its stdin closes.
         self._proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BROKER_MAIN, os.path.abspath(__file__)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
         self._owner = os.getpid()
 
     def _stop(self) -> None:

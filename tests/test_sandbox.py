@@ -337,6 +337,7 @@ def test_runs_are_forked_by_the_broker_which_is_started_again_when_it_dies():
     first = run_python("import os\nprint(os.getppid())")
     broker = sandbox._BROKER.pid
     assert broker not in (None, os.getpid()) and first.stdout.strip() == str(broker), first
+    assert os.getsid(broker) != os.getsid(0)  # an interrupt to the kit's process group does not reach it
     os.kill(broker, signal.SIGKILL)
     again = run_tests("def add(a, b):\n    return a + b", ["assert add(1, 2) == 3"])
     assert again["passed"] == [True] and sandbox._BROKER.pid not in (None, broker), again
