@@ -768,7 +768,7 @@ class _Broker:
     def run(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send one request and wait for its reply; a broker that died is started again once."""
         with self._lock:
-            for attempt in range(2):
+            for _ in range(2):
                 if not self._running():
                     self._start()
                 try:
