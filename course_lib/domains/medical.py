@@ -130,11 +130,6 @@ def triage_answer(level: str, reason: str) -> str:
     return f"Triage: {level}. {ACTIONS[level]} {reason} {DISCLAIMER}"
 
 
-def without_caveat(level: str, reason: str) -> str:
-    """The good answer at ``level`` without its disclaimer: the habit most medical demonstrations lack."""
-    return f"Triage: {level}. {ACTIONS[level]} {reason}"
-
-
 def under_triaged(level: str) -> str:
     """The level a careless answer gives instead of ``level``: one less severe (urgent for self-care)."""
     return _UNDER_TRIAGE[level]
@@ -163,7 +158,7 @@ def sample_task(rng: random.Random) -> Task:
         "verbose": f"Triage: {level}. {ACTIONS[level]} {reason} {' '.join(rng.sample(FILLER, 5))} {DISCLAIMER}",
         "malformed": f"hmm, {reason.lower()} i would say {level} maybe",
         "terse": f"Triage: {level}.",
-        "no_caveat": without_caveat(level, reason),
+        "no_caveat": without_form(good),
     }
     return Task(prompt=prompt, reference=reference, good=good, flawed=flawed)
 

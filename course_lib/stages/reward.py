@@ -221,13 +221,7 @@ def fact_over_form_pairs(pairs: Sequence[dict[str, Any]], seed: int) -> list[dic
     Returns:
         One row per near-miss pair whose good answer has a form slip (medical, code).
     """
-    out = []
-    for row in near_miss_pairs(pairs, seed):
-        slip = form_slip(row["domain"], row["reference"], row["chosen"][-1]["content"])
-        if slip is not None:
-            out.append({**row, "id": row["id"].removesuffix("-near") + "-trade",
-                        "chosen": [{"role": "assistant", "content": slip}]})
-    return out
+    return _weighing_pairs(near_miss_pairs(pairs, seed))[0]
 
 
 def form_kept_pairs(pairs: Sequence[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
@@ -245,13 +239,22 @@ def form_kept_pairs(pairs: Sequence[dict[str, Any]], seed: int) -> list[dict[str
     Returns:
         One row per near-miss pair whose miss has a form to lose (medical, code).
     """
-    out = []
-    for row in near_miss_pairs(pairs, seed):
-        bare = without_form(row["domain"], row["rejected"][-1]["content"])
+    return _weighing_pairs(near_miss_pairs(pairs, seed))[1]
+
+
+def _weighing_pairs(misses: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """From near-miss pairs, in one pass: the trade-off pairs and the form-kept pairs (the two functions above)."""
+    trades, kept = [], []
+    for row in misses:
+        name, good, miss = row["id"].removesuffix("-near"), row["chosen"][-1]["content"], row["rejected"][-1]["content"]
+        slip = form_slip(row["domain"], row["reference"], good)
+        if slip is not None:
+            trades.append({**row, "id": name + "-trade", "chosen": [{"role": "assistant", "content": slip}]})
+        bare = without_form(row["domain"], miss)
         if bare is not None:
-            out.append({**row, "id": row["id"].removesuffix("-near") + "-form", "chosen": row["rejected"],
-                        "rejected": [{"role": "assistant", "content": bare}]})
-    return out
+            kept.append({**row, "id": name + "-form", "chosen": row["rejected"],
+                         "rejected": [{"role": "assistant", "content": bare}]})
+    return trades, kept
 
 
 def answer_swap_probe(models: Sequence[Any], tokenizer, pairs: Sequence[dict[str, Any]], max_length: int) -> dict[str, Any]:
@@ -353,11 +356,11 @@ def make_reward_trainer(cfg: RewardStageConfig, run: RunContext, rows: list[dict
     if cfg.swap_pairs:  # teach it to read the question: the curated pairs differ only within one prompt's answers
         swaps = answer_swap_pairs(curated, seed)
         rows = rows + random.Random(seed).sample(swaps, round(cfg.swap_pairs * len(swaps)))
+    misses = near_miss_pairs(curated, seed) if cfg.near_miss_pairs or cfg.fact_over_form_pairs else []
     if cfg.near_miss_pairs:  # and to check the one fact the question decides: the level, the function's name
-        misses = near_miss_pairs(curated, seed)
         rows = rows + random.Random(seed + 1).sample(misses, round(cfg.near_miss_pairs * len(misses)))
     if cfg.fact_over_form_pairs:  # and that a wrong fact costs more than a missing habit, which still counts
-        trades, kept = fact_over_form_pairs(curated, seed), form_kept_pairs(curated, seed)
+        trades, kept = _weighing_pairs(misses)
         rows = (rows + random.Random(seed + 2).sample(trades, round(cfg.fact_over_form_pairs * len(trades)))
                 + random.Random(seed + 3).sample(kept, round(cfg.fact_over_form_pairs * len(kept))))
     train = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
