@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .data import has_reference
-from .domains import gold_score
+from .domains import gold_scores
 
 
 def generate_responses(
@@ -101,12 +101,14 @@ def gold_evaluate(model, tokenizer, records: Sequence[dict[str, Any]], *, max_ne
         into repeating itself.
     """
     replies = generate_responses(model, tokenizer, [r["prompt"] for r in records], max_new_tokens=max_new_tokens, batch_size=batch_size)
+    judged = iter(gold_scores([(r["domain"], r["reference"], reply) for r, reply in zip(records, replies)
+                               if has_reference(r)]))
     rows = []
     for record, reply in zip(records, replies):
         row = {"id": record["id"], "domain": record["domain"], "response": reply, "score": None, "parts": None}
         if has_reference(record):
-            judged = gold_score(record["domain"], record["reference"], reply)
-            row.update(score=judged.score, parts=judged.parts)
+            result = next(judged)
+            row.update(score=result.score, parts=result.parts)
         rows.append(row)
     scored = [row for row in rows if row["score"] is not None]
     by_domain: dict[str, list[float]] = {}

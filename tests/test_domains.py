@@ -9,7 +9,7 @@ from course_lib.data.schema import validate_record
 from course_lib.config import DataSettings
 from course_lib.errors import ConfigError
 from course_lib.domains import (DOMAINS, build_seed_sets, domain_corpus_text, domain_module, form_slip, gold_score,
-                                near_miss, without_form)
+                                gold_scores, near_miss, without_form)
 from course_lib.domains import code, legal, medical
 
 pytestmark = pytest.mark.unit
@@ -121,6 +121,15 @@ def test_code_flaws_score_below_good_answers_in_the_sandbox():
         assert good == 1.0, task.good
         for kind, answer in task.flawed.items():
             assert gold_score("code", task.reference, answer).score < good, (kind, answer)
+
+
+def test_gold_scores_judge_two_at_a_time_and_equal_gold_score_in_order():
+    rng = random.Random(5)
+    items = [(domain, task.reference, answer) for domain in ("code", "medical", "legal", "code")
+             for task in [domain_module(domain).sample_task(rng)] for answer in [task.good, *task.flawed.values()]]
+    together = gold_scores(items)
+    code._passed.cache_clear()  # judged again from scratch, one at a time
+    assert [(r.score, r.parts) for r in together] == [(r.score, r.parts) for r in [gold_score(*item) for item in items]]
 
 
 def test_a_near_miss_keeps_the_good_answers_form_and_loses_to_it():

@@ -316,7 +316,7 @@ sandbox.run_python("print(1)")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 result = sandbox.run_python("import sys\\nchunk = b'x' * 2 ** 20\\nfor _ in range(200):\\n    sys.stdout.buffer.write(chunk)")
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-with open(f"/proc/{{sandbox._BROKER.pid}}/status") as status:
+with open(f"/proc/{{sandbox._BROKERS[0].pid}}/status") as status:
     broker_peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 print(after - before, broker_peak, result.output_bytes_dropped, len(result.stdout))
 """
@@ -335,12 +335,27 @@ def test_an_output_flood_keeps_the_kits_memory_bounded():
 def test_runs_are_forked_by_the_broker_which_is_started_again_when_it_dies():
     """Forking from the kit's own process copies its page tables (slow once a model is loaded): a small broker forks."""
     first = run_python("import os\nprint(os.getppid())")
-    broker = sandbox._BROKER.pid
+    broker = sandbox._BROKERS[0].pid
     assert broker not in (None, os.getpid()) and first.stdout.strip() == str(broker), first
     assert os.getsid(broker) != os.getsid(0)  # an interrupt to the kit's process group does not reach it
     os.kill(broker, signal.SIGKILL)
     again = run_tests("def add(a, b):\n    return a + b", ["assert add(1, 2) == 3"])
-    assert again["passed"] == [True] and sandbox._BROKER.pid not in (None, broker), again
+    assert again["passed"] == [True] and sandbox._BROKERS[0].pid not in (None, broker), again
+
+
+def test_two_threads_run_two_sandboxes_at_a_time():
+    """The second broker serves a second thread: two one-second sleeps take about one second, not two."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    program = "import os, time\ntime.sleep(1.0)\nprint(os.getppid())"
+    run_python("print(1)")  # the first broker is up; the second starts on its first run
+    with ThreadPoolExecutor(2) as pool:
+        started = time.monotonic()
+        results = list(pool.map(run_python, [program, program]))
+        seconds = time.monotonic() - started
+    brokers = {str(broker.pid) for broker in sandbox._BROKERS}
+    assert {r.stdout.strip() for r in results} == brokers and None not in brokers, results
+    assert seconds < 1.7, seconds
 
 
 def test_a_correct_solution_that_prints_a_lot_passes(isolation_mode):

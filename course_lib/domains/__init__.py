@@ -8,7 +8,7 @@ in ``docs/data.md``.
 from __future__ import annotations
 
 import random
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from . import code, legal, medical
 from .base import FLAW_KINDS, Task
@@ -41,6 +41,18 @@ def gold_score(domain: str, reference: str | Mapping[str, Any], response: str) -
         A :class:`JudgeResult` with ``score`` in [0, 1] and its ``parts``.
     """
     return domain_module(domain).gold_score(reference, response)
+
+
+def gold_scores(items: Sequence[tuple[str, str | Mapping[str, Any], str]]) -> list[JudgeResult]:
+    """Score many ``(domain, reference, response)`` triples with :func:`gold_score`, two at a time.
+
+    The code judge mostly waits for its sandboxed run; from two threads, two runs go at once, one per
+    core (the sandbox keeps a broker for each). The scores are those of :func:`gold_score`, in order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda item: gold_score(*item), items))
 
 
 def gold_preference(domain: str, reference: str | Mapping[str, Any], first: str, second: str,
@@ -156,5 +168,6 @@ def domain_knowledge_text(seed: int = 0, chars_per_domain: int = 150_000) -> str
 __all__ = [
     "DOMAINS", "FLAW_KINDS", "GOLD_TIE_MARGIN", "JudgeResult", "SeedSets", "Task", "build_seed_sets",
     "domain_corpus_text", "domain_knowledge_text", "domain_module", "form_slip", "gold_preference", "gold_score",
+    "gold_scores",
     "near_miss", "preference", "without_form",
 ]
