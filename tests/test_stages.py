@@ -129,6 +129,10 @@ def test_scores_come_back_in_the_conversations_order(trained_run):
     one_by_one = [score_conversations(model, tok, [c], 256)[0] for c in conversations]
     assert score_conversations(model, tok, conversations, 256, batch_size=4) == pytest.approx(one_by_one, abs=1e-4)
     assert score_conversations(model, tok, [], 256).shape == (0,)
+    # A repeated conversation (best-of-n samples repeat) is scored once and its score given to every copy.
+    repeated = [conversations[i] for i in (3, 0, 3, 5, 0, 3)]
+    assert list(score_conversations(model, tok, repeated, 256, batch_size=4)) == pytest.approx(
+        [one_by_one[i] for i in (3, 0, 3, 5, 0, 3)], abs=1e-4)
 
 
 def test_the_weak_proxy_learns_from_a_share_of_the_pairs_and_scores_replies_per_record(trained_run):

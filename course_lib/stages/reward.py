@@ -73,6 +73,10 @@ def score_conversations(model, tokenizer, conversations: Sequence[list[dict[str,
     texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
     if not texts:
         return np.empty(0, dtype=np.float32)
+    # Each distinct conversation is scored once: best-of-n samples repeat (about half of notebook 04's).
+    position: dict[str, int] = {}
+    copies = np.array([position.setdefault(t, len(position)) for t in texts])  # (n,): each one's distinct row
+    texts = list(position)
     input_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     cut = sum(len(ids) > max_length for ids in input_ids)
     if cut:
@@ -88,7 +92,7 @@ def score_conversations(model, tokenizer, conversations: Sequence[list[dict[str,
         batch = tokenizer.pad({"input_ids": [input_ids[i] for i in rows]}, return_tensors="pt").to(model.device)
         with torch.inference_mode():
             scores[rows] = model(**batch).logits[:, 0].float().cpu().numpy()  # (batch,)
-    return scores
+    return scores[copies]
 
 
 def pair_margins(model, tokenizer, pairs: Sequence[dict[str, Any]], max_length: int) -> np.ndarray:
