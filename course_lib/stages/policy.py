@@ -53,9 +53,11 @@ def before_and_after(policy, tokenizer, records: Sequence[dict[str, Any]], *, ma
             "kl", "eos_rate")
     if not records:
         return {**dict.fromkeys(keys), "samples": {}}
+    # Up to 64 held-out prompts (the stages default to 60) per generate call: 2.4 s for 60 on this CPU against 3.4-4.1 s
+    # in batches of 16, with the same greedy replies (60 of 60, notebook 04).
     with policy.disable_adapter():
-        before = gold_evaluate(policy, tokenizer, records, max_new_tokens=max_new_tokens)
-    after = gold_evaluate(policy, tokenizer, records, max_new_tokens=max_new_tokens)
+        before = gold_evaluate(policy, tokenizer, records, max_new_tokens=max_new_tokens, batch_size=64)
+    after = gold_evaluate(policy, tokenizer, records, max_new_tokens=max_new_tokens, batch_size=64)
     kl = (kl_to_reference(policy, tokenizer, records, temperature=kl_temperature, max_new_tokens=max_new_tokens, seed=seed)
           if kl_temperature else {"mean": None, "eos_rate": None})
     return {
