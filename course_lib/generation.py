@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .data import has_reference
-from .domains import gold_scores
+from .domains import JudgeResult, gold_scores
 
 
 def generate_responses(
@@ -79,6 +79,14 @@ def balanced_sample(records: Sequence[dict[str, Any]], n: int) -> list[dict[str,
     return out
 
 
+def judge_replies(records: Sequence[dict[str, Any]], replies: Sequence[str]) -> list[JudgeResult | None]:
+    """The gold judge's verdict on each record's reply (:func:`course_lib.domains.gold_scores`, two at a time);
+    None for a record without a reference (a user's own prompt: no gold judge)."""
+    judged = iter(gold_scores([(r["domain"], r["reference"], reply) for r, reply in zip(records, replies)
+                               if has_reference(r)]))
+    return [next(judged) if has_reference(r) else None for r in records]
+
+
 def gold_evaluate(model, tokenizer, records: Sequence[dict[str, Any]], *, max_new_tokens: int = 64, batch_size: int = 16) -> dict[str, Any]:
     """Generate for evaluation prompts and score each reply with the domain's gold judge.
 
@@ -101,14 +109,11 @@ def gold_evaluate(model, tokenizer, records: Sequence[dict[str, Any]], *, max_ne
         into repeating itself.
     """
     replies = generate_responses(model, tokenizer, [r["prompt"] for r in records], max_new_tokens=max_new_tokens, batch_size=batch_size)
-    judged = iter(gold_scores([(r["domain"], r["reference"], reply) for r, reply in zip(records, replies)
-                               if has_reference(r)]))
     rows = []
-    for record, reply in zip(records, replies):
+    for record, reply, judged in zip(records, replies, judge_replies(records, replies)):
         row = {"id": record["id"], "domain": record["domain"], "response": reply, "score": None, "parts": None}
-        if has_reference(record):
-            result = next(judged)
-            row.update(score=result.score, parts=result.parts)
+        if judged is not None:
+            row.update(score=judged.score, parts=judged.parts)
         rows.append(row)
     scored = [row for row in rows if row["score"] is not None]
     by_domain: dict[str, list[float]] = {}

@@ -31,8 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data import has_reference, load_records
-from ..domains import gold_scores
+from ..data import load_records
+from ..generation import judge_replies
 from ..models import add_lora, detect_device, load_model, load_tokenizer
 from ..rl.core import (
     AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, explained_variance, gae,
@@ -157,9 +157,7 @@ class PPOTrainer:
                                    self.profile.model.max_seq_length)  # (members, batch)
             rm = each.mean(axis=0) - self.cfg.uncertainty_penalty * each.std(axis=0)
         started = time.time()
-        judged = iter(gold_scores([(r["domain"], r["reference"], t) for r, t in zip(batch.records, batch.texts)
-                                   if has_reference(r)]))
-        judged = [next(judged) if has_reference(r) else None for r in batch.records]
+        judged = judge_replies(batch.records, batch.texts)
         gold_seconds = time.time() - started
         is_code = np.array([r["domain"] == "code" and j is not None for r, j in zip(batch.records, judged)])
         verifiable = np.array([j.parts.get("tests_passed", 0.0) if code else 0.0 for j, code in zip(judged, is_code)])
