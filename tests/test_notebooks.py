@@ -188,6 +188,11 @@ def test_whole_track_runs_headless(tmp_path):
         assert [row["n"] for row in best_of_n] == [1, 2, 4] and best_of_n[0]["kl"] == 0
         assert all(a["reward"] <= b["reward"] + 1e-6 for a, b in zip(best_of_n, best_of_n[1:]))
         assert all(row["gold"] <= row["gold_best"] + 1e-9 for row in best_of_n)
+    breaks = ppo["break_it"]  # each failure ran, with its signature's columns
+    assert set(breaks) == {"healthy (section 3)", "learning rate x20", "learning rate x20, no KL",
+                           "missing EOS (24 tokens, no penalty)"}
+    # Twenty times the rate: one update moves the policy much further than a healthy update does.
+    assert breaks["learning rate x20"]["largest update (approx KL)"] > 10 * breaks["healthy (section 3)"]["largest update (approx KL)"]
     assert (run_dir / "ppo" / "value_model" / "model.safetensors").is_file()  # tiny-cpu's value model trains whole
     dpo = metrics["05_dpo"]
     assert dpo["steps"] == 4 and abs(dpo["loss_at_start"] - 0.6931) < 1e-3
