@@ -180,11 +180,13 @@ def test_sft_rollouts_end_at_the_rollout_settings(preference_run):
 
 
 def test_best_of_n_over_optimizes_a_weak_proxy_and_not_the_reward_models(preference_run):
-    """Notebook 04's over-optimization lab at its defaults: best-of-n from 64 SFT replies to 8 prompts per domain,
-    picked by a weak proxy (one reward model on a fifth of the pairs, 40 steps, no answer-swap or near-miss pairs).
-    The proxy's score of its pick rises with n; the gold score of that pick rises, peaks and falls. Over six proxy
-    seeds on the seed-0 pipeline: up by +0.034 to +0.056 at the peak (n = 4 to 32), then down by 0.014 to 0.052 at
-    n = 64, every assertion below holding for each (docs/preference_feasibility.md, "Over-optimization").
+    """Notebook 04's over-optimization lab at its defaults: best-of-n from 64 SFT replies to 12 medical and 12 code
+    prompts, picked by a weak proxy (one reward model on a fifth of the pairs, 40 steps of 8, no answer-swap or
+    near-miss pairs). The proxy's score of its pick rises with n; the gold score of that pick rises, peaks and falls.
+    On three sample draws (two of the track's pipeline, one of this one), six proxy seeds each, 17 of 18 passed every
+    assertion below (up by +0.036 to +0.090 at the peak, n = 8 to 32, then down by 0.013 to 0.111 at n = 64; the
+    18th fell by 0.009); this draw with proxy seed 0: +0.061, then -0.061. The lab's earlier size (legal too, 8
+    prompts a domain, 40 steps of 16) passed 5 of 6 on one draw (docs/preference_feasibility.md, "A cheaper lab").
     Notebook 03's two models' pick was still climbing."""
     from course_lib.stages import PPOStageConfig, make_ppo_trainer
     from course_lib.stages.reward import score_replies, train_weak_proxy
@@ -193,7 +195,7 @@ def test_best_of_n_over_optimizes_a_weak_proxy_and_not_the_reward_models(prefere
     run, tok, _, _ = preference_run
     proxy, _, _ = train_weak_proxy(run, share=0.2, steps=40, seed=PREF_SEED)
     trainer = make_ppo_trainer(PPOStageConfig(seed=PREF_SEED, progress=False), run.variant("best-of-n"))
-    records = [r for domain in ("legal", "medical", "code") for r in [p for p in trainer.prompts if p["domain"] == domain][:8]]
+    records = [r for domain in ("medical", "code") for r in [p for p in trainer.prompts if p["domain"] == domain][:12]]
     samples = trainer.reference_samples(records, 64, progress=False)
     proxy_scores = score_replies(proxy, tok, records, samples["texts"], run.profile.model.max_seq_length)
     ns = [1, 2, 4, 8, 16, 32, 64]

@@ -475,18 +475,20 @@ def _losses(trainer) -> list[float]:
     return [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
 
-def train_weak_proxy(run: RunContext, share: float, steps: int, seed: int) -> tuple[Any, int, int]:
+def train_weak_proxy(run: RunContext, share: float, steps: int, seed: int, batch_size: int = 8) -> tuple[Any, int, int]:
     """A reward model weak on purpose: notebook 04's over-optimization lab pushes best-of-n against it.
 
-    One model, on a random ``share`` of the run's training pairs, for ``steps`` optimizer steps,
-    without the answer-swap and near-miss pairs that teach the stage's models to read the question:
-    it learns what a good reply looks like more than whether it is right.
+    One model, on a random ``share`` of the run's training pairs, for ``steps`` optimizer steps of
+    ``batch_size`` pairs, without the answer-swap and near-miss pairs that teach the stage's models to
+    read the question: it learns what a good reply looks like more than whether it is right.
 
     Args:
         run: the run whose ``prefs_train.jsonl`` and SFT model it starts from.
         share: the share of the training pairs to learn from, in (0, 1].
         steps: optimizer steps.
         seed: seed of the pair sample and of the training.
+        batch_size: pairs per step; 8 is half tiny-cpu's 16, half the compute, and its proxy turned as
+            often (docs/preference_feasibility.md, "A cheaper lab").
 
     Returns:
         ``(model, pairs it learned from, training pairs in the run)``.
@@ -498,8 +500,8 @@ def train_weak_proxy(run: RunContext, share: float, steps: int, seed: int) -> tu
         raise ValueError(f"share must be in (0, 1], got {share}")
     pairs = preference_rows(run, "prefs_train.jsonl")
     chosen = random.Random(seed).sample(pairs, max(1, round(share * len(pairs))))
-    cfg = RewardStageConfig(max_steps=steps, swap_pairs=0, near_miss_pairs=0, fact_over_form_pairs=0, seed=seed,
-                            progress=False)
+    cfg = RewardStageConfig(max_steps=steps, batch_size=batch_size, swap_pairs=0, near_miss_pairs=0,
+                            fact_over_form_pairs=0, seed=seed, progress=False)
     model, _, _ = train_reward_model(cfg, run, chosen, seed=seed)
     return model, len(chosen), len(pairs)
 
