@@ -193,7 +193,7 @@ def test_best_of_n_over_optimizes_a_weak_proxy_and_not_the_reward_models(prefere
     from course_lib.stats import best_of_n
 
     run, tok, _, _ = preference_run
-    proxy, _, _ = train_weak_proxy(run, share=0.2, steps=40, seed=PREF_SEED)
+    proxy, _, _ = train_weak_proxy(run, share=0.2, steps=40, seed=PREF_SEED, batch_size=8)
     trainer = make_ppo_trainer(PPOStageConfig(seed=PREF_SEED, progress=False), run.variant("best-of-n"))
     records = [r for domain in ("medical", "code") for r in [p for p in trainer.prompts if p["domain"] == domain][:12]]
     samples = trainer.reference_samples(records, 64, progress=False)

@@ -141,8 +141,8 @@ def test_the_weak_proxy_learns_from_a_share_of_the_pairs_and_scores_replies_per_
     from course_lib.stages.reward import preference_rows, score_conversations, score_replies, train_weak_proxy
 
     with pytest.raises(ValueError, match="share must be in"):
-        train_weak_proxy(trained_run, share=0, steps=1, seed=0)
-    proxy, used, total = train_weak_proxy(trained_run, share=0.2, steps=1, seed=0)
+        train_weak_proxy(trained_run, share=0, steps=1, seed=0, batch_size=8)
+    proxy, used, total = train_weak_proxy(trained_run, share=0.2, steps=1, seed=0, batch_size=8)
     assert total == len(preference_rows(trained_run, "prefs_train.jsonl")) and used == max(1, round(0.2 * total))
     tok = load_tokenizer(trained_run.profile, str(trained_run.artifact("sft", "merged", "02_sft")))
     records = [{"prompt": [{"role": "user", "content": question}]} for question in ("Is it urgent?", "Write squares.")]

@@ -475,7 +475,7 @@ def _losses(trainer) -> list[float]:
     return [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
 
-def train_weak_proxy(run: RunContext, share: float, steps: int, seed: int, batch_size: int = 8) -> tuple[Any, int, int]:
+def train_weak_proxy(run: RunContext, share: float, steps: int, seed: int, batch_size: int) -> tuple[Any, int, int]:
     """A reward model weak on purpose: notebook 04's over-optimization lab pushes best-of-n against it.
 
     One model, on a random ``share`` of the run's training pairs, for ``steps`` optimizer steps of
@@ -487,8 +487,8 @@ def train_weak_proxy(run: RunContext, share: float, steps: int, seed: int, batch
         share: the share of the training pairs to learn from, in (0, 1].
         steps: optimizer steps.
         seed: seed of the pair sample and of the training.
-        batch_size: pairs per step; 8 is half tiny-cpu's 16, half the compute, and its proxy turned as
-            often (docs/preference_feasibility.md, "A cheaper lab").
+        batch_size: pairs per step (notebook 04 uses 8, half tiny-cpu's 16: half the compute, and its proxy
+            turned as often; docs/preference_feasibility.md, "A cheaper lab").
 
     Returns:
         ``(model, pairs it learned from, training pairs in the run)``.
