@@ -9,6 +9,7 @@ learning rate ten times too high, the failure notebook 05's break-it lab shows.
 Usage::
 
     python benchmarks/preference_feasibility.py --seeds 0 1 2 --out docs/results/preference_feasibility.json
+    python benchmarks/preference_feasibility.py --skip dpo rloo collapse --ppo-set uncertainty_penalty=1.0 --ppo-seed 10
 
 Figures are recorded in ``docs/preference_feasibility.md``. This is a measurement, not a test;
 ``tests/test_learning_signals.py`` asserts the gains with margins.
@@ -60,11 +61,23 @@ def main() -> None:
     parser.add_argument("--ppo-steps", type=int, default=None, help="None: the PPO stage's default (the profile's budget)")
     parser.add_argument("--ppo-lr", type=float, default=None, help="None: the PPO stage's default")
     parser.add_argument("--ppo-kl", type=float, default=None, help="None: the PPO stage's default")
+    parser.add_argument("--ppo-set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="any other PPOStageConfig field, e.g. uncertainty_penalty=1.0 ppo_epochs=1 (JSON values)")
+    parser.add_argument("--ppo-seed", type=int, default=None, help="None: the pipeline's seed")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--collapse-lr", type=float, default=5e-3)
     parser.add_argument("--collapse-steps", type=int, default=80)
     parser.add_argument("--skip", nargs="*", default=[], choices=["dpo", "rloo", "ppo", "collapse"])
     args = parser.parse_args()
+    ppo_set = {}
+    for item in args.ppo_set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in PPOStageConfig.__dataclass_fields__:
+            parser.error(f"--ppo-set {item!r}: expected FIELD=VALUE with a PPOStageConfig field")
+        try:
+            ppo_set[key] = json.loads(value)
+        except json.JSONDecodeError:
+            ppo_set[key] = value  # a plain string, such as kl_estimator=k3
 
     profile = load_profile("tiny-cpu")
     results: dict = {"args": vars(args), "seeds": {}}
@@ -113,8 +126,9 @@ def main() -> None:
             t = time.time()
             overrides = {k: v for k, v in (("max_steps", args.ppo_steps), ("learning_rate", args.ppo_lr),
                                            ("kl_coef", args.ppo_kl)) if v is not None}
-            trainer = make_ppo_trainer(PPOStageConfig(seed=seed, progress=False, max_new_tokens=args.max_new_tokens,
-                                                      temperature=args.temperature, **overrides), run)
+            ppo_seed = seed if args.ppo_seed is None else args.ppo_seed
+            trainer = make_ppo_trainer(PPOStageConfig(seed=ppo_seed, progress=False, max_new_tokens=args.max_new_tokens,
+                                                      temperature=args.temperature, **{**overrides, **ppo_set}), run)
             history = trainer.train()
             train_seconds = time.time() - t
             record["ppo"] = {**summarize(gold_evaluate(trainer.policy, tok, evals, max_new_tokens=args.max_new_tokens),
