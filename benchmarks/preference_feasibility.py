@@ -9,7 +9,7 @@ learning rate ten times too high, the failure notebook 05's break-it lab shows.
 Usage::
 
     python benchmarks/preference_feasibility.py --seeds 0 1 2 --out docs/results/preference_feasibility.json
-    python benchmarks/preference_feasibility.py --skip dpo rloo collapse --ppo-set uncertainty_penalty=1.0 --ppo-seed 10
+    python benchmarks/preference_feasibility.py --skip dpo rloo collapse end_of_turn --ppo-set uncertainty_penalty=1.0 --ppo-seed 10
 
 Figures are recorded in ``docs/preference_feasibility.md``. This is a measurement, not a test;
 ``tests/test_learning_signals.py`` asserts the gains with margins.
@@ -67,7 +67,8 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--collapse-lr", type=float, default=5e-3)
     parser.add_argument("--collapse-steps", type=int, default=80)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["dpo", "rloo", "ppo", "collapse"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["dpo", "rloo", "ppo", "collapse", "end_of_turn"],
+                        help="end_of_turn: the SFT model's end-of-turn rates (360 sampled replies a seed)")
     args = parser.parse_args()
     ppo_set = {}
     for item in args.ppo_set:
@@ -93,10 +94,11 @@ def main() -> None:
         prompts = [e["prompt"] for e in evals]
         sft_model = load_model(profile, str(run.stage_dir("sft") / "merged"), for_training=False)
         sft = gold_evaluate(sft_model, tok, evals, max_new_tokens=args.max_new_tokens)
-        record = {"sft": summarize(sft, None, seed),
-                  "sft_end_of_turn": {f"T{t}_max{n}": end_of_turn_rate(sft_model, tok, prompts[:90], temperature=t,
-                                                                        max_new_tokens=n)
-                                      for t in (0.7, 1.0) for n in (64, 96)}}
+        record = {"sft": summarize(sft, None, seed)}
+        if "end_of_turn" not in args.skip:
+            record["sft_end_of_turn"] = {f"T{t}_max{n}": end_of_turn_rate(sft_model, tok, prompts[:90], temperature=t,
+                                                                           max_new_tokens=n)
+                                         for t in (0.7, 1.0) for n in (64, 96)}
 
         def trained(trainer):
             log = [h for h in trainer.state.log_history if "loss" in h]
