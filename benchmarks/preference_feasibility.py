@@ -58,11 +58,9 @@ def main() -> None:
     parser.add_argument("--rloo-steps", type=int, default=60)
     parser.add_argument("--rloo-lr", type=float, default=2.5e-4)
     parser.add_argument("--rloo-beta", type=float, default=0.05)
-    parser.add_argument("--ppo-steps", type=int, default=None, help="None: the PPO stage's default (the profile's budget)")
-    parser.add_argument("--ppo-lr", type=float, default=None, help="None: the PPO stage's default")
-    parser.add_argument("--ppo-kl", type=float, default=None, help="None: the PPO stage's default")
     parser.add_argument("--ppo-set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="any other PPOStageConfig field, e.g. uncertainty_penalty=1.0 ppo_epochs=1 (JSON values)")
+                        help="PPOStageConfig fields to change from the stage's defaults, e.g. max_steps=24 kl_coef=0.2 "
+                             "uncertainty_penalty=1.0 (JSON values)")
     parser.add_argument("--ppo-seed", type=int, default=None, help="None: the pipeline's seed")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--collapse-lr", type=float, default=5e-3)
@@ -126,11 +124,9 @@ def main() -> None:
                               "seconds": time.time() - t, "last_log": last}
         if "ppo" not in args.skip:
             t = time.time()
-            overrides = {k: v for k, v in (("max_steps", args.ppo_steps), ("learning_rate", args.ppo_lr),
-                                           ("kl_coef", args.ppo_kl)) if v is not None}
             ppo_seed = seed if args.ppo_seed is None else args.ppo_seed
             trainer = make_ppo_trainer(PPOStageConfig(seed=ppo_seed, progress=False, max_new_tokens=args.max_new_tokens,
-                                                      temperature=args.temperature, **{**overrides, **ppo_set}), run)
+                                                      temperature=args.temperature, **ppo_set), run)
             history = trainer.train()
             train_seconds = time.time() - t
             record["ppo"] = {**summarize(gold_evaluate(trainer.policy, tok, evals, max_new_tokens=args.max_new_tokens),
