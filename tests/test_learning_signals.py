@@ -107,8 +107,9 @@ def test_the_reward_models_read_the_question(preference_run):
 
 
 def test_dpo_raises_the_gold_score_over_sft(preference_run):
-    """The DPO stage at its defaults (tiny-cpu: 30 steps of 16 pairs). Measured on three seeds: +0.045,
-    +0.050, +0.046, every CI above zero (docs/preference_feasibility.md)."""
+    """The DPO stage at its defaults (tiny-cpu: 30 steps of 16 pairs). Measured on three seeded pipelines from the
+    400-step SFT model: +0.075, +0.047, +0.058, every CI above zero (docs/preference_feasibility.md, "The track's
+    SFT budget: 400 steps")."""
     from course_lib.stages import DPOStageConfig, make_dpo_trainer
 
     run, tok, evals, sft = preference_run
@@ -118,12 +119,11 @@ def test_dpo_raises_the_gold_score_over_sft(preference_run):
     assert gain["mean"] > 0.02 and gain["ci_low"] > 0, gain
 
 
-@pytest.mark.xfail(reason="seeded, this pipeline's seed 0 gives RLOO +0.031 (-0.001, +0.062): a CI touching zero; RLOO's "
-                          "settings wait to be measured again over seeds (docs/preference_feasibility.md, Over-optimization)",
-                   strict=False)
 def test_rloo_raises_the_gold_score_over_sft(preference_run, tmp_path):
-    """TRL's RLOO, rewarded by the mean of the two reward models, 60 steps at 2.5e-4: over three seeds +0.045,
-    +0.074 and +0.050, every CI above zero (docs/preference_feasibility.md, "Near misses"). Its reward rises too."""
+    """TRL's RLOO, rewarded by the mean of the two reward models, 60 steps at 2.5e-4, from the 400-step SFT model:
+    over three seeded pipelines +0.069, +0.037 and +0.055, every CI above zero (docs/preference_feasibility.md,
+    "The track's SFT budget: 400 steps"; from the 200-step model this pipeline's CI touched zero). Its reward
+    rises too."""
     from course_lib.trials import rloo_trial
 
     run, tok, evals, sft = preference_run
@@ -141,11 +141,12 @@ FORM_PARTS = (("medical", "safety"), ("medical", "format"), ("code", "format"), 
 
 
 def test_ppo_raises_the_gold_score_over_sft_at_bounded_kl(preference_run):
-    """The kit's PPO at the stage's defaults (tiny-cpu: 30 iterations, KL coefficient 0.3): the reward models'
-    score rises, the KL stays bounded, the habits the reward encodes are fixed (the mean of the gold judge's form
-    parts rises by about +0.3) and the gold score rises over SFT's (docs/preference_feasibility.md, "Weighing a
-    fact against a habit"): on the three seeded pipelines +0.056 (+0.019, +0.090), +0.049 (+0.004, +0.091) and
-    +0.036 (+0.012, +0.062), and +0.033 to +0.049 with another PPO seed on the same models.
+    """The kit's PPO at the stage's defaults (tiny-cpu: 20 iterations, KL coefficient 0.3): the reward models'
+    score rises (by 1.1 to 1.4 over the three seeded pipelines), the KL stays bounded (0.7 to 1.0 nats over the
+    last five iterations), the habits the reward encodes are fixed (the mean of the gold judge's form parts rises
+    by 0.27 to 0.35) and the gold score rises over SFT's: +0.077 (+0.047, +0.106), +0.067 (+0.039, +0.095) and
+    +0.059 (+0.034, +0.084), medical correctness 0.92 to 0.96 after (docs/preference_feasibility.md, "The track's
+    SFT budget: 400 steps"). With SFT at 200 steps the same PPO cleared zero on one to three seeds of three.
     """
     from course_lib.generation import gold_evaluate
     from course_lib.stages import PPOStageConfig, make_ppo_trainer
@@ -182,12 +183,13 @@ def test_sft_rollouts_end_at_the_rollout_settings(preference_run):
 def test_best_of_n_over_optimizes_a_weak_proxy_and_not_the_reward_models(preference_run):
     """Notebook 04's over-optimization lab at its defaults: best-of-n from 64 SFT replies to 12 medical and 12 code
     prompts, picked by a weak proxy (one reward model on a fifth of the pairs, 40 steps of 8, no answer-swap or
-    near-miss pairs). The proxy's score of its pick rises with n; the gold score of that pick rises, peaks and falls.
-    On three sample draws (two of the track's pipeline, one of this one), six proxy seeds each, 17 of 18 passed every
-    assertion below (up by +0.036 to +0.090 at the peak, n = 8 to 32, then down by 0.013 to 0.111 at n = 64; the
-    18th fell by 0.009); this draw with proxy seed 0: +0.061, then -0.061. The lab's earlier size (legal too, 8
-    prompts a domain, 40 steps of 16) passed 5 of 6 on one draw (docs/preference_feasibility.md, "A cheaper lab").
-    Notebook 03's two models' pick was still climbing."""
+    near-miss pairs). The proxy's score of its pick rises with every doubling of n; the gold score of that pick
+    turns down by n = 32 to 64, while notebook 03's models' pick keeps its lead. Measured from the 400-step SFT
+    model on three seeded pipelines, three proxy seeds each (docs/preference_feasibility.md, "The track's SFT
+    budget: 400 steps"): 9 of 9 passed every assertion below; the fall from the peak to the lower of n = 32 and 64
+    was 0.012 to 0.157, the reward models' lead at n = 64 0.035 to 0.275. The rise before the peak is small from this
+    SFT model (0 to 0.050): its replies are mostly right, so the proxy has little to add and much to get wrong.
+    With SFT at 200 steps the pick rose by 0.036 to 0.090 before it fell ("A cheaper lab")."""
     from course_lib.stages import PPOStageConfig, make_ppo_trainer
     from course_lib.stages.reward import score_replies, train_weak_proxy
     from course_lib.stats import best_of_n
@@ -202,5 +204,5 @@ def test_best_of_n_over_optimizes_a_weak_proxy_and_not_the_reward_models(prefere
     weak, strong = best_of_n(proxy_scores, samples["gold"], ns), best_of_n(samples["reward_model"], samples["gold"], ns)
     assert all(b["reward"] > a["reward"] for a, b in zip(weak, weak[1:])), weak
     gold = [row["gold"] for row in weak]
-    assert max(gold) > gold[0] + 0.015 and gold[-1] < max(gold) - 0.01, gold
-    assert strong[-1]["gold"] > max(gold) + 0.05, (strong, weak)
+    assert min(gold[-2:]) < max(gold) - 0.01, gold
+    assert strong[-1]["gold"] > gold[-1] + 0.02, (strong, weak)
