@@ -58,7 +58,7 @@ def test_reward_model_accuracy_against_gold_is_well_above_chance(trained):
 
 
 # --- The preference stages from the track's SFT model (issues 9, 10): DPO, RLOO and PPO raise the gold score ---
-# One seed here (about 11 minutes of CI); benchmarks/preference_feasibility.py measures three
+# One seed here (about 14 minutes of CI); benchmarks/preference_feasibility.py measures three
 # (docs/preference_feasibility.md). The SFT and reward stages run at the track's budgets, so the
 # preference stages start from the SFT model the track really gives.
 PREF_SEED, PREF_EVAL_PROMPTS = 0, 150
